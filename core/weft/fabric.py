@@ -774,6 +774,11 @@ def _as_tensors(data: Any, device: torch.device) -> Any:
 
 def _plugin_or_create(kind: str, value: Any) -> Any:
     if isinstance(value, (str, int)) and not isinstance(value, bool):
+        from weft.compat import incompatibility
+
+        problem = incompatibility(registry.find(kind, str(value)))
+        if problem:
+            raise ConfigurationError(f"{kind[:-1] if kind != 'strategies' else 'strategy'} {str(value)!r}: {problem}")
         return registry.create(kind, str(value))
     return value
 

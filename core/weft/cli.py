@@ -1,0 +1,136 @@
+"""The ``weft`` command: ``weft run``, ``weft plugins``, ``weft env``, ``weft consolidate``.
+
+Each subcommand lives in its own module and is imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from weft.errors import DOCS, WeftError
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from weft import registry
+
+    rows = []
+    for kind in registry.KINDS:
+        for name, records in sorted(registry.records(kind).items()):
+            for record in records:
+                status = "conflict" if len(records) > 1 else "registered"
+                reason = ""
+                if args.check:
+                    try:
+                        registry.create(kind, f"{record.distribution}:{name}" if len(records) > 1 and record.distribution else name)
+                        status = "conflict" if len(records) > 1 else "loadable"
+                    except WeftError as exc:
+                        status, reason = "failed", str(exc)
+                compat = _compatibility(record)
+                if compat:
+                    status, reason = "incompatible", compat
+                rows.append(
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "distribution": record.distribution or "(registered in code)",
+                        "version": record.version or "",
+                        "value": record.value,
+                        "status": status,
+                        "reason": reason,
+                    }
+                )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in ("kind", "name", "distribution", "version", "status")}
+    header = "  ".join(k.upper().ljust(widths[k]) for k in widths)
+    print(header)
+    for row in rows:
+        line = "  ".join(str(row[k]).ljust(widths[k]) for k in widths)
+        print(line + (f"  {row['reason']}" if row["reason"] else ""))
+    if not args.check:
+        print("\n(status from metadata only; add --check to import each plugin)")
+    print(f"Docs: {DOCS}/plugins.md")
+    return 0
+
+
+def _compatibility(record: object) -> str:
+    """Why a plugin's declared core range excludes this weft, or ''."""
+    from weft.compat import incompatibility
+
+    return incompatibility(record)
+
+
+def _env(args: argparse.Namespace) -> int:
+    import platform
+
+    import weft
+    from weft import registry
+
+    info: dict[str, object] = {"python": platform.python_version(), "platform": platform.platform(), "weft": weft.__version__}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda_available"] = torch.cuda.is_available()
+        info["cuda_devices"] = torch.cuda.device_count()
+        info["mps_available"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        info["distributed_available"] = torch.distributed.is_available()
+    except ImportError as exc:  # weft env is for bug reports: say what is missing rather than crash
+        info["torch"] = f"not importable: {exc}"
+    plugins = {}
+    for kind in registry.KINDS:
+        for name, records in registry.records(kind).items():
+            for record in records:
+                if record.distribution:
+                    plugins[record.distribution] = record.version
+    info["plugins"] = plugins
+    from weft.fabric import _available
+
+    info["accelerators_available"] = [n for n in registry.names("accelerators") if _available(n)]
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:24} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weft", description="Run and inspect weft training jobs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list installed plugins (kind, name, distribution, version, status)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--check", action="store_true", help="import every plugin to check that it loads")
+    p.set_defaults(func=_plugins)
+
+    p = sub.add_parser("env", help="print versions and available accelerators, for bug reports")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_env)
+
+    from weft import launch
+
+    launch.add_run_parser(sub)
+
+    from weft import consolidate
+
+    consolidate.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WeftError as exc:
+        print(f"weft {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
