@@ -1,0 +1,478 @@
+"""Process-group building blocks for multi-process strategies (DDP, FSDP, third-party ones).
+
+A strategy plugin creates the process group in its ``weft_strategy_setup_environment``
+and routes Fabric's collectives through the functions below, so every strategy gets
+the same bounded waits and the same readable errors.
+
+Public API
+----------
+
+``init_process_group(fabric, backend=None, timeout=None, collective_timeout=None, debug=None) -> str``
+    Create the default ``torch.distributed`` process group for ``fabric``'s ranks and
+    return the backend used. The backend, when not given, is asked from the
+    accelerator (``weft_accelerator_process_group_backend``); the main address and
+    port come from the cluster environment (``weft_environment_main_address`` /
+    ``_port``). The rendezvous store is a ``TCPStore`` hosted by rank 0 (or by the
+    elastic agent under ``weft run``/torchrun); when the main address is a loopback
+    address it listens on loopback only. ``timeout`` bounds the rendezvous (default
+    ``WEFT_INIT_TIMEOUT`` seconds, else 1800); ``collective_timeout`` bounds every
+    later collective, DDP's gradient all-reduce included (default
+    ``WEFT_COLLECTIVE_TIMEOUT`` seconds, else 600).
+``destroy_process_group() -> None``
+    Tear the group down (no-op when none exists).
+``is_initialized() -> bool``, ``get_rank() -> int``, ``get_world_size() -> int``
+    Small queries that also work before initialisation (rank 0 of 1).
+``all_reduce(tensor, op="sum", timeout=None) -> Tensor``
+    A new tensor reduced over all ranks; ``op`` is ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
+``all_gather(tensor, sync_grads=False, timeout=None) -> Tensor``
+    ``(world_size, *tensor.shape)``; differentiable with ``sync_grads=True``.
+``broadcast_object(obj, src=0) -> Any``
+    The picklable ``obj`` of rank ``src``, on every rank.
+``barrier(name=None, timeout=None) -> None``
+    Wait for every rank. With gloo this is ``monitored_barrier``, which names the
+    ranks that did not arrive; other backends use a store-based barrier that does too.
+``set_debug(enabled) -> None``
+    Debug mode (also ``WEFT_DEBUG_COLLECTIVES=1``): before each collective above, the
+    ranks exchange what they are about to call (operation, shape, dtype, call site)
+    through the store. A mismatch raises :class:`~weft.errors.MisuseError` on every rank
+    with each rank's call listed, instead of hanging or silently mixing data.
+
+A collective that does not complete in time raises
+:class:`~weft.errors.CollectiveTimeoutError`, naming the ranks that never arrived
+when the store can tell (each weft collective leaves an arrival mark in it).
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import pickle
+import socket
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from weft.errors import CollectiveTimeoutError, ConfigurationError, MisuseError
+
+if TYPE_CHECKING:
+    from weft.fabric import Fabric
+
+__all__ = [
+    "init_process_group",
+    "destroy_process_group",
+    "is_initialized",
+    "get_rank",
+    "get_world_size",
+    "all_reduce",
+    "all_gather",
+    "broadcast_object",
+    "barrier",
+    "set_debug",
+    "DEFAULT_INIT_TIMEOUT",
+    "DEFAULT_COLLECTIVE_TIMEOUT",
+]
+
+INIT_TIMEOUT_ENV = "WEFT_INIT_TIMEOUT"
+COLLECTIVE_TIMEOUT_ENV = "WEFT_COLLECTIVE_TIMEOUT"
+DEBUG_ENV = "WEFT_DEBUG_COLLECTIVES"
+#: Rendezvous: every process must have started and reached the store within this time.
+DEFAULT_INIT_TIMEOUT = datetime.timedelta(seconds=1800)
+#: After setup: one collective (gradient all-reduce included) may wait this long.
+DEFAULT_COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=600)
+
+_REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
+
+
+class _Group:
+    """What weft keeps about the process group it created."""
+
+    def __init__(self, store: Any, rank: int, world_size: int, backend: str, collective_timeout: datetime.timedelta, debug: bool) -> None:
+        self.store = store
+        self.rank = rank
+        self.world_size = world_size
+        self.backend = backend
+        self.collective_timeout = collective_timeout
+        self.debug = debug
+        self.seq = 0  # collectives called through this module, same count on every rank
+
+
+_group: _Group | None = None
+
+
+def _seconds(value: Any, env: str, default: datetime.timedelta) -> datetime.timedelta:
+    if value is None:
+        text = os.environ.get(env)
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigurationError(f"{env}={text!r} must be a number of seconds") from None
+    if isinstance(value, datetime.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return datetime.timedelta(seconds=float(value))
+    raise ConfigurationError(f"timeout={value!r} must be a positive number of seconds or a datetime.timedelta")
+
+
+def _debug_from_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_listener(host: str, port: int) -> int:
+    """A listening socket bound to ``host`` only; the store takes ownership of its descriptor."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"rank 0 cannot listen on {host}:{port} for the process group's store: {exc}") from exc
+    return sock.detach()
+
+
+def _create_store(address: str, port: int, rank: int, world_size: int, timeout: datetime.timedelta) -> Any:
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # The elastic agent (weft run / torchrun) already hosts the store at MASTER_PORT.
+        return dist.TCPStore(address, port, world_size, False, timeout=timeout)
+    if rank == 0 and _is_loopback(address):
+        # TCPStore alone listens on every interface; single-node jobs keep it on loopback.
+        fd = _loopback_listener(address, port)
+        return dist.TCPStore(address, port, world_size, True, timeout=timeout, wait_for_workers=False, master_listen_fd=fd)
+    return dist.TCPStore(address, port, world_size, rank == 0, timeout=timeout, wait_for_workers=False)
+
+
+def init_process_group(
+    fabric: Fabric,
+    backend: str | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    collective_timeout: float | datetime.timedelta | None = None,
+    debug: bool | None = None,
+) -> str:
+    """Create the default process group for ``fabric``'s ranks.
+
+    :param fabric: the Fabric being set up (ranks, device and environment known).
+    :param backend: ``"gloo"``, ``"nccl"``, ...; ``None`` asks the accelerator.
+    :param timeout: bound on the rendezvous (seconds or ``timedelta``).
+    :param collective_timeout: bound on each collective afterwards.
+    :param debug: check that all ranks call matching collectives (default: ``WEFT_DEBUG_COLLECTIVES``).
+    :returns: the backend name.
+    """
+    global _group
+    init_timeout = _seconds(timeout, INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT)
+    after = _seconds(collective_timeout, COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT)
+    debug = _debug_from_env() if debug is None else bool(debug)
+    if backend is None:
+        backend = fabric.hook.weft_accelerator_process_group_backend(device=fabric.device)
+    if backend is None:
+        raise ConfigurationError(
+            f"accelerator {fabric.accelerator_name!r} names no process group backend; pass process_group_backend= to the strategy"
+        )
+    rank, world_size = fabric.global_rank, fabric.world_size
+    if dist.is_initialized():
+        # Created by the user (or another library) before weft: adopt it as it is.
+        if dist.get_world_size() != world_size or dist.get_rank() != rank:
+            raise ConfigurationError(
+                f"a process group already exists as rank {dist.get_rank()} of {dist.get_world_size()}, "
+                f"but this Fabric is rank {rank} of {world_size}"
+            )
+        _group = _Group(None, rank, world_size, dist.get_backend(), after, debug)
+        return _group.backend
+    address = fabric.hook.weft_environment_main_address()
+    port = fabric.hook.weft_environment_main_port()
+    if address is None or port is None:
+        raise ConfigurationError(f"the {fabric.environment_name} environment gave no main address/port")
+    try:
+        store = _create_store(str(address), int(port), rank, world_size, init_timeout)
+    except (RuntimeError, dist.DistError) as exc:
+        raise CollectiveTimeoutError(
+            f"rank {rank} could not reach the process group's store at {address}:{port} within "
+            f"{init_timeout.total_seconds():.0f}s ({exc}). Is rank 0 running, and is the address right?"
+        ) from exc
+    # Each restart of an elastic job gets fresh keys in a possibly shared store.
+    prefixed = dist.PrefixStore(f"weft/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+    try:
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=init_timeout)
+    except (RuntimeError, dist.DistError) as exc:
+        raise CollectiveTimeoutError(
+            f"rank {rank}: the {backend} process group of {world_size} processes did not form within "
+            f"{init_timeout.total_seconds():.0f}s: {exc}"
+        ) from exc
+    _group = _Group(prefixed, rank, world_size, backend, after, debug)
+    if after != init_timeout:
+        try:
+            dist.distributed_c10d._set_pg_timeout(after)
+        except (AttributeError, ValueError, RuntimeError):  # older torch: keep the init timeout
+            pass
+    return backend
+
+
+def destroy_process_group() -> None:
+    """Destroy the default process group, if one exists."""
+    global _group
+    _group = None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_initialized() -> bool:
+    """Whether a default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def set_debug(enabled: bool) -> None:
+    """Turn collective checking on or off for this process (all ranks must agree)."""
+    _require().debug = bool(enabled)
+
+
+def _require() -> _Group:
+    if _group is None:
+        if is_initialized():  # created outside weft: work with it, without a store
+            globals()["_group"] = _Group(None, dist.get_rank(), dist.get_world_size(), dist.get_backend(), DEFAULT_COLLECTIVE_TIMEOUT, _debug_from_env())
+            return _group  # type: ignore[return-value]
+        raise MisuseError("no process group: weft.distributed.init_process_group(fabric) must run first")
+    return _group
+
+
+# ---------------------------------------------------------------------- arrival marks and checks
+
+
+def _call_site() -> str:
+    """The first frame outside weft and torch: where the user called the collective."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        path = frame.filename.replace("\\", "/")
+        if "/weft/" in path or "/weft_" in path or "/torch/" in path or "pluggy" in path:
+            continue
+        return f"{os.path.basename(frame.filename)}:{frame.lineno}"
+    return "?"
+
+
+def _describe(signature: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in signature.items() if k not in ("op", "site")]
+    return f"{signature['op']}({', '.join(parts)}) at {signature['site']}"
+
+
+def _enter(group: _Group, op: str, tensor: torch.Tensor | None = None, **details: Any) -> int:
+    """Count this collective, leave an arrival mark, and in debug mode compare every rank's call."""
+    group.seq += 1
+    seq = group.seq
+    if group.store is None:
+        return seq
+    if not group.debug:
+        group.store.set(f"arrive/{group.rank}", str(seq))
+        return seq
+    signature: dict[str, Any] = {"op": op}
+    if tensor is not None:
+        signature["shape"] = tuple(tensor.shape)
+        signature["dtype"] = str(tensor.dtype).replace("torch.", "")
+    signature.update(details)
+    signature["site"] = _call_site()
+    store = group.store
+    store.set(f"sig/{seq}/{group.rank}", pickle.dumps(signature))
+    store.set(f"arrive/{group.rank}", str(seq))
+    keys = [f"sig/{seq}/{r}" for r in range(group.world_size)]
+    try:
+        store.wait(keys, group.collective_timeout)
+    except (RuntimeError, dist.DistError) as exc:
+        present = [r for r in range(group.world_size) if store.check([keys[r]])]
+        missing = [r for r in range(group.world_size) if r not in present]
+        raise CollectiveTimeoutError(
+            f"{op} (collective #{seq}) timed out after {group.collective_timeout.total_seconds():.0f}s on rank "
+            f"{group.rank}: rank(s) {missing} never called it (they are busy elsewhere, stuck, or skipped this call)."
+        ) from exc
+    calls = {r: pickle.loads(store.get(keys[r])) for r in range(group.world_size)}
+    if seq > 2:
+        store.delete_key(f"sig/{seq - 2}/{group.rank}")  # everyone has read it by now
+    reference = {k: v for k, v in calls[0].items() if k != "site"}
+    if any({k: v for k, v in c.items() if k != "site"} != reference for c in calls.values()):
+        lines = "\n".join(f"  rank {r}: {_describe(c)}" for r, c in sorted(calls.items()))
+        raise MisuseError(
+            f"Collective #{seq} does not match across ranks (WEFT_DEBUG_COLLECTIVES is on); every rank must call the "
+            f"same collective with the same shape and dtype:\n{lines}"
+        )
+    return seq
+
+
+def _missing_ranks(group: _Group, seq: int) -> list[int] | None:
+    """Ranks whose arrival mark is older than collective ``seq``; ``None`` when the store cannot tell."""
+    if group.store is None:
+        return None
+    try:
+        missing = []
+        for r in range(group.world_size):
+            key = f"arrive/{r}"
+            count = int(group.store.get(key)) if group.store.check([key]) else 0
+            if count < seq:
+                missing.append(r)
+        return missing
+    except (RuntimeError, dist.DistError, ValueError):
+        return None
+
+
+def _timeout_error(group: _Group, op: str, seq: int, timeout: datetime.timedelta, exc: BaseException) -> CollectiveTimeoutError:
+    missing = _missing_ranks(group, seq)
+    if missing:
+        who = f"rank(s) {missing} never reached it"
+    elif missing == []:
+        who = "every rank reached it, so a peer failed or a link broke during the exchange"
+    else:
+        who = "the store could not tell which ranks are missing"
+    return CollectiveTimeoutError(
+        f"{op} (collective #{seq}) did not complete within {timeout.total_seconds():.0f}s on rank {group.rank}: "
+        f"{who}. Cause: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    )
+
+
+def _wait(work: Any, group: _Group, op: str, seq: int, timeout: datetime.timedelta | None) -> None:
+    timeout = timeout or group.collective_timeout
+    try:
+        work.wait(timeout)
+    except (RuntimeError, dist.DistError) as exc:
+        raise _timeout_error(group, op, seq, timeout, exc) from exc
+
+
+# ---------------------------------------------------------------------- collectives
+
+
+def all_reduce(tensor: torch.Tensor, op: str = "sum", timeout: float | datetime.timedelta | None = None) -> torch.Tensor:
+    """Reduce ``tensor`` over all ranks into a new tensor.
+
+    :param tensor: a tensor on this process's device (left unchanged).
+    :param op: ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
+    :param timeout: bound on this call (default: the collective timeout).
+    :returns: the reduced tensor; ``"mean"`` of an integer tensor is floating point.
+    """
+    if op not in _REDUCE_OPS:
+        raise ConfigurationError(f"op={op!r} is not one of {', '.join(_REDUCE_OPS)}")
+    group = _require()
+    out = tensor.detach().clone()
+    if op == "mean" and not (out.is_floating_point() or out.is_complex()):
+        out = out.to(torch.get_default_dtype())
+    if group.world_size == 1:
+        return out
+    limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
+    seq = _enter(group, "all_reduce", out, reduce_op=op)
+    work = dist.all_reduce(out, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]), async_op=True)
+    _wait(work, group, "all_reduce", seq, limit)
+    if op == "mean":
+        out = out / group.world_size
+    return out
+
+
+def all_gather(tensor: torch.Tensor, sync_grads: bool = False, timeout: float | datetime.timedelta | None = None) -> torch.Tensor:
+    """Gather ``tensor`` from every rank, stacked along a new first dimension.
+
+    :param tensor: the same shape and dtype on every rank.
+    :param sync_grads: keep the result differentiable (gradients flow back to each rank's input).
+    :param timeout: bound on this call (``sync_grads`` uses the process group's timeout).
+    :returns: a tensor of shape ``(world_size, *tensor.shape)``.
+    """
+    group = _require()
+    if group.world_size == 1:
+        return tensor.unsqueeze(0) if sync_grads else tensor.detach().clone().unsqueeze(0)
+    tensor = tensor.contiguous()
+    seq = _enter(group, "all_gather", tensor, sync_grads=bool(sync_grads))
+    if sync_grads:
+        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+        try:
+            return torch.stack(differentiable_all_gather(tensor))
+        except (RuntimeError, dist.DistError) as exc:
+            raise _timeout_error(group, "all_gather", seq, group.collective_timeout, exc) from exc
+    parts = [torch.empty_like(tensor) for _ in range(group.world_size)]
+    limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
+    work = dist.all_gather(parts, tensor.detach(), async_op=True)
+    _wait(work, group, "all_gather", seq, limit)
+    return torch.stack(parts)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Send a picklable object from rank ``src`` to every rank.
+
+    :param obj: the object (only ``src``'s matters).
+    :param src: the sending global rank.
+    :returns: ``src``'s object.
+    """
+    group = _require()
+    if not 0 <= src < group.world_size:
+        raise ConfigurationError(f"src={src} is not a rank of this world of {group.world_size}")
+    if group.world_size == 1:
+        return obj
+    seq = _enter(group, "broadcast", None, src=src)
+    box = [obj]
+    device = None
+    if group.backend == "nccl":  # nccl moves the pickled bytes through the current CUDA device
+        device = torch.device("cuda", torch.cuda.current_device())
+    try:
+        dist.broadcast_object_list(box, src=src, device=device)
+    except (RuntimeError, dist.DistError) as exc:
+        raise _timeout_error(group, "broadcast", seq, group.collective_timeout, exc) from exc
+    return box[0]
+
+
+def barrier(name: str | None = None, timeout: float | datetime.timedelta | None = None) -> None:
+    """Wait until every rank reaches this point, naming the ranks that did not.
+
+    :param name: a label shown in errors.
+    :param timeout: bound on the wait (default: the collective timeout).
+    """
+    group = _require()
+    if group.world_size == 1:
+        return
+    limit = group.collective_timeout if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
+    label = f"barrier {name!r}" if name else "barrier"
+    seq = _enter(group, "barrier", None, name=name)
+    if group.backend == "gloo" or group.store is None and "gloo" in str(group.backend):
+        try:
+            dist.monitored_barrier(timeout=limit, wait_all_ranks=True)
+        except (RuntimeError, dist.DistError) as exc:
+            missing = _missing_ranks(group, seq)
+            known = f"rank(s) {missing} did not arrive; " if missing else ""
+            raise CollectiveTimeoutError(
+                f"{label} (collective #{seq}) timed out after {limit.total_seconds():.0f}s on rank {group.rank}: "
+                f"{known}{str(exc).splitlines()[0]}"
+            ) from exc
+        return
+    if group.store is None:
+        dist.barrier()
+        return
+    # Store-based barrier: works on every backend and knows who is missing.
+    store = group.store
+    store.set(f"barrier/{seq}/{group.rank}", b"1")
+    keys = [f"barrier/{seq}/{r}" for r in range(group.world_size)]
+    try:
+        store.wait(keys, limit)
+    except (RuntimeError, dist.DistError) as exc:
+        missing = [r for r in range(group.world_size) if not store.check([keys[r]])]
+        raise CollectiveTimeoutError(
+            f"{label} (collective #{seq}) timed out after {limit.total_seconds():.0f}s on rank {group.rank}: "
+            f"rank(s) {missing} did not arrive"
+        ) from exc
+    if seq > 2:
+        store.delete_key(f"barrier/{seq - 2}/{group.rank}")
