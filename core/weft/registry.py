@@ -21,8 +21,12 @@ import re
 import sys
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
 from weft.errors import DOCS, PluginConflictError, PluginLoadError, PluginNotFoundError
-from weft.records import PluginRecord
+
+if TYPE_CHECKING:
+    from weft.records import PluginRecord
 
 KINDS = ("accelerators", "precisions", "strategies", "environments")
 _SINGULAR = {"accelerator": "accelerators", "precision": "precisions", "strategy": "strategies", "environment": "environments"}
@@ -79,6 +83,8 @@ def register(kind: str, name: str, plugin: Callable[[], Any]) -> None:
     """
     if not callable(plugin):
         raise TypeError(f"register() needs a class or factory for {name!r}, got {type(plugin).__name__}")
+    from weft.records import PluginRecord
+
     kind = kind_of(kind)
     value = f"{getattr(plugin, '__module__', '?')}:{getattr(plugin, '__qualname__', repr(plugin))}"
     _registered[(kind, name)] = PluginRecord(kind, name, value, None, None, load=lambda: plugin)
@@ -117,6 +123,8 @@ def _requires_core(dist: Any) -> str | None:
 def _scan() -> dict[str, dict[str, list[PluginRecord]]]:
     """Read every installed distribution's weft entry points (metadata only)."""
     import importlib_metadata
+
+    from weft.records import PluginRecord
 
     table: dict[str, dict[str, list[PluginRecord]]] = {kind: {} for kind in KINDS}
     seen: set[str] = set()
