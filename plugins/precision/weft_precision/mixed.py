@@ -1,4 +1,4 @@
-"""Mixed precision: float32 parameters, forward under ``torch.autocast``.
+"""Mixed precision: float32 parameters, forward under ``torch.autocast``, float32 outputs.
 
 ``bf16-mixed`` needs nothing but the autocast context. ``16-mixed`` adds a
 gradient scaler, because fp16 gradients underflow: the loss is multiplied by a
@@ -17,6 +17,7 @@ import torch
 from weft.errors import MisuseError
 from weft.hookspecs import hookimpl
 from weft.records import PrecisionDtypes
+from weft.utilities.apply import convert_floating
 from weft_precision.support import check_autocast, check_hardware, device_type_of
 
 
@@ -42,6 +43,13 @@ class _MixedPrecision:
     @hookimpl
     def weft_precision_forward_context(self) -> torch.autocast:
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+    @hookimpl
+    def weft_precision_convert_output(self, data: Any) -> Any:
+        # The loss is computed from the outputs after the forward, outside autocast: in half
+        # precision a cross-entropy loses accuracy, and under 16-mixed the scaled gradient
+        # entering it (scale 2**16) overflows fp16. Float32 outputs avoid both.
+        return convert_floating(data, torch.float32)
 
     @hookimpl
     def weft_precision_convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
