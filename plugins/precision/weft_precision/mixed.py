@@ -118,7 +118,9 @@ class Float16MixedPrecision(_MixedPrecision):
         self._scaler_args = dict(
             init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor, growth_interval=growth_interval
         )
-        self.scaler = torch.amp.GradScaler("cpu", **self._scaler_args)
+        self._sharded = False
+        # Replaced in weft_validate by a scaler for the Fabric's device type.
+        self.scaler: torch.amp.GradScaler | None = torch.amp.GradScaler("cpu", **self._scaler_args)
         self._views: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._unscaled: set[int] = set()  # ids of the views unscaled or stepped since the last update
         self._backwards = 0
@@ -128,8 +130,14 @@ class Float16MixedPrecision(_MixedPrecision):
     def weft_validate(self, fabric: Any) -> None:
         super().weft_validate(fabric)
         # Processes holding only a shard of the gradients must agree on whether any overflowed:
-        # the sharded scaler all-reduces that finding (harmless, one scalar, when gradients are replicated).
-        if fabric.world_size > 1:
+        # the sharded scaler all-reduces that finding (one scalar; harmless when gradients are replicated).
+        self._sharded = fabric.world_size > 1
+        # A CUDA scaler asks torch whether CUDA works, which must not happen in the launching
+        # process: it is built at fabric.setup(), in the process that owns the GPU.
+        self.scaler = None if self.device_type == "cuda" else self._make_scaler()
+
+    def _make_scaler(self) -> torch.amp.GradScaler:
+        if self._sharded:
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
             scaler = ShardedGradScaler(self.device_type, **self._scaler_args)
@@ -137,7 +145,18 @@ class Float16MixedPrecision(_MixedPrecision):
             scaler = torch.amp.GradScaler(self.device_type, **self._scaler_args)
         if not scaler.is_enabled():
             raise _no_scaler(self.device_type)
-        self.scaler = scaler
+        return scaler
+
+    def _require_scaler(self) -> torch.amp.GradScaler:
+        if self.scaler is None:
+            self.scaler = self._make_scaler()
+        return self.scaler
+
+    @hookimpl
+    def weft_precision_convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        self._check_hardware()
+        self._require_scaler()
+        return module
 
     # ----------------------------------------------------------------- per step
 
@@ -176,19 +195,19 @@ class Float16MixedPrecision(_MixedPrecision):
         """The current loss scale (applying a pending update first)."""
         if self._update_pending:
             self._update()
-        return float(self.scaler.get_scale())
+        return float(self._require_scaler().get_scale())
 
     @hookimpl
     def weft_precision_state_dict(self) -> dict[str, Any]:
         if self._update_pending:
             self._update()
-        return self.scaler.state_dict()
+        return self._require_scaler().state_dict()
 
     @hookimpl
     def weft_precision_load_state_dict(self, state: dict[str, Any]) -> None:
         if self._update_pending:
             self._update()
-        self.scaler.load_state_dict(state)
+        self._require_scaler().load_state_dict(state)
 
     # ----------------------------------------------------------------- helpers
 
