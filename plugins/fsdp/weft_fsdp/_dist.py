@@ -48,11 +48,10 @@ def init_process_group(fabric: Any, backend: str, timeout: datetime.timedelta) -
 
 
 class Agreement:
-    """Counts the all-rank operations of one strategy, per operation name, so each call gets
-    its own store keys (and a call that failed on one rank does not shift the others' counts)."""
+    """Counts the all-rank operations of one strategy, so each gets its own store keys."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = {}
+        self._count = 0
 
     def enter(self, what: str, timeout: datetime.timedelta, hint: str = "") -> None:
         """Return once every rank called ``enter`` for the same operation; raise otherwise.
@@ -63,10 +62,10 @@ class Agreement:
         """
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return
-        count = self._counts[what] = self._counts.get(what, 0) + 1
+        self._count += 1
         store = dist.distributed_c10d._get_default_store()
         rank, world = dist.get_rank(), dist.get_world_size()
-        prefix = f"weft_fsdp/{what}/{count}"
+        prefix = f"weft_fsdp/{self._count}/{what}"
         store.set(f"{prefix}/{rank}", b"1")
         keys = [f"{prefix}/{r}" for r in range(world)]
         deadline = time.monotonic() + timeout.total_seconds()
