@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install weft, the first-party plugins and the test tools.
+# Create .venv (if missing) and install weft, the first-party plugins, the example plugins and the test tools.
 # torch is pinned by constraints.txt to the CPU build this machine provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 plugins=()
-for d in plugins/*/; do [ -f "$d/pyproject.toml" ] && plugins+=(-e "$d"); done
+for d in plugins/*/ examples/plugins/*/; do [ -f "$d/pyproject.toml" ] && plugins+=(-e "$d"); done
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
     -e ".[test]" "${plugins[@]}" -r requirements-dev.txt 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import weft, torch; print('weft', weft.__version__, '| torch', torch.__version__)"
