@@ -1,10 +1,436 @@
-"""Starting processes: ``weft run`` and the elastic launcher behind ``fabric.launch()``. (Filled by the DDP work.)"""
+"""Starting the processes of a job: ``weft run`` and the launchers behind ``fabric.launch()``.
+
+Two launchers, both usable by any strategy plugin from ``weft_strategy_launch``:
+
+``launch_processes(fabric, function) -> Launched``
+    torch.distributed's elastic launcher (the machinery of ``torchrun``) starts one
+    worker per device of this node. With ``function=None`` every worker re-runs the
+    whole script and this process only supervises them: it exits with their status
+    and never returns to the script. With a function, that picklable callable runs in
+    every worker and rank 0's result is returned.
+``spawn_processes(fabric, function, start_method="spawn") -> Launched``
+    ``torch.multiprocessing`` workers running ``function`` (for ``ddp_spawn`` and
+    notebooks, where there is no script to re-run).
+
+A single-node job rendezvous on loopback only. When a worker fails, the others are
+stopped and the job ends non-zero, naming the failed rank and its error (read from
+the elastic error file each worker writes).
+
+``weft run`` (see :func:`add_run_parser`) starts a script the same way, passing its
+flags to the script's ``Fabric(...)`` through ``WEFT_CLI_*`` variables.
+
+.. versionadded:: 0.1
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from weft.errors import ConfigurationError, LaunchError, MisuseError
+
+if TYPE_CHECKING:
+    from weft.fabric import Fabric
+    from weft.records import Launched
+
+#: The rendezvous weft uses by default: torch's static TCP rendezvous, listening on
+#: loopback only when the main address is a loopback address.
+RDZV_BACKEND = "weft-static"
+_EXIT_FAILED = 1
+
+
+# ---------------------------------------------------------------------- rendezvous
+
+
+def _register_rendezvous() -> None:
+    from torch.distributed.elastic.rendezvous import rendezvous_handler_registry
+
+    # Registering the same creator twice is allowed, so this is idempotent.
+    rendezvous_handler_registry.register(RDZV_BACKEND, _create_static_handler)
+
+
+def _create_static_handler(params: Any) -> Any:
+    """torch's static TCP rendezvous; on a loopback main address, node 0's store listens on loopback only
+    (a plain TCPStore listens on every interface)."""
+    import torch.distributed as dist
+    from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous, create_rdzv_handler
+
+    from weft.distributed import _is_loopback, _loopback_listener
+
+    class WeftStaticRendezvous(StaticTCPRendezvous):
+        def get_backend(self) -> str:
+            return RDZV_BACKEND
+
+    handler = create_rdzv_handler(params)
+    handler.__class__ = WeftStaticRendezvous
+    if handler.rank == 0 and _is_loopback(handler.master_addr):
+        # Created before the handler's first next_rendezvous(), which then reuses it.
+        fd = _loopback_listener(handler.master_addr, handler.master_port)
+        handler._store = dist.TCPStore(
+            handler.master_addr, handler.master_port, handler.world_size, True, handler.timeout, master_listen_fd=fd
+        )
+    return handler
+
+
+# ---------------------------------------------------------------------- elastic launcher
+
+
+def _script_command() -> list[str]:
+    """How to re-run the program that is running now, through the error-recording runner below."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", None):
+        return ["-m", "weft.launch", "--module", spec.name.removesuffix(".__main__"), *sys.argv[1:]]
+    script = getattr(__main__, "__file__", None)
+    if not script:
+        raise MisuseError(
+            "fabric.launch() without a function re-runs the script in every process, but this program has no script "
+            "file (interactive session or notebook). Use fabric.launch(fn) with strategy='ddp_spawn', or start a script."
+        )
+    return ["-m", "weft.launch", os.path.abspath(script), *sys.argv[1:]]
+
+
+def elastic_config(
+    nproc_per_node: int,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    main_address: str = "127.0.0.1",
+    main_port: int | None = None,
+    max_restarts: int = 0,
+    rdzv_backend: str | None = None,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
+    rdzv_conf: dict[str, Any] | None = None,
+    monitor_interval: float = 0.1,
+    log_dir: str | None = None,
+    redirects: str = "0",
+    tee: str = "0",
+    local_addr: str | None = None,
+) -> Any:
+    """A ``LaunchConfig`` for torch's elastic launcher, with weft's defaults.
+
+    :param nproc_per_node: workers on this node.
+    :param num_nodes: nodes in the job.
+    :param node_rank: this node's index (used by the static rendezvous).
+    :param main_address: where node 0's store listens.
+    :param main_port: its port (a free loopback port when ``None`` on one node).
+    :param max_restarts: how many times a failed worker group is restarted.
+    :param rdzv_backend: a torch rendezvous backend name (``c10d``, ``static``...); default weft's static one.
+    :param rdzv_endpoint: ``host:port`` of the rendezvous (default ``main_address:main_port``).
+    :param rdzv_id: the job id shared by all nodes.
+    :param rdzv_conf: extra rendezvous options.
+    :param monitor_interval: seconds between worker health checks.
+    :param log_dir: where workers' logs and error files go (a temporary folder by default).
+    :param redirects: torchrun's ``--redirects`` (``0`` none, ``1`` stdout, ``2`` stderr, ``3`` both).
+    :param tee: torchrun's ``--tee``.
+    :param local_addr: this node's address as seen by the others.
+    """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.launcher.api import LaunchConfig
+
+    from weft.builtins.environments import find_free_port
+
+    if main_port is None:
+        main_port = find_free_port() if num_nodes == 1 else 29500
+    backend = rdzv_backend or RDZV_BACKEND
+    if backend == RDZV_BACKEND:
+        _register_rendezvous()
+    configs = dict(rdzv_conf or {})
+    if backend in (RDZV_BACKEND, "static"):
+        configs.setdefault("rank", node_rank)
+    return LaunchConfig(
+        min_nodes=num_nodes,
+        max_nodes=num_nodes,
+        nproc_per_node=nproc_per_node,
+        run_id=rdzv_id or "weft",
+        rdzv_endpoint=rdzv_endpoint or f"{main_address}:{main_port}",
+        rdzv_backend=backend,
+        rdzv_configs=configs,
+        max_restarts=max_restarts,
+        monitor_interval=monitor_interval,
+        start_method="spawn",
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir, redirects=Std.from_str(redirects), tee=Std.from_str(tee)),
+        local_addr=local_addr,
+    )
+
+
+def run_elastic(config: Any, entrypoint: Callable[..., Any] | str, args: Sequence[Any]) -> dict[int, Any]:
+    """Run ``entrypoint(*args)`` (or the command ``entrypoint args``) in every worker.
+
+    :returns: ``{global_rank: return value}`` (``None`` values for a command).
+    :raises LaunchError: when a worker failed, naming its rank and error.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+
+    # As torchrun does: N workers on one machine should not each start one thread per core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        return elastic_launch(config, entrypoint)(*args)
+    except ChildFailedError as exc:
+        raise LaunchError(describe_failures(exc.failures)) from None
+
+
+def describe_failures(failures: dict[int, Any]) -> str:
+    """A readable account of failed workers (elastic ``ProcessFailure`` records), root cause first.
+
+    Workers the launcher itself stopped (SIGTERM) after the first failure are listed last.
+    """
+    import signal
+
+    def stopped_by_launcher(failure: Any) -> bool:
+        return failure.exitcode == -signal.SIGTERM
+
+    ordered = sorted(failures.items(), key=lambda item: (stopped_by_launcher(item[1]), item[1].timestamp, item[0]))
+    lines = []
+    for rank, failure in ordered:
+        message = failure.message
+        if isinstance(message, dict):
+            message = message.get("message", "")
+        if stopped_by_launcher(failure):
+            what = "was stopped after the failure"
+        elif failure.exitcode < 0:
+            what = f"was killed by signal {failure.signal_name()}"
+        else:
+            what = f"exited with code {failure.exitcode}"
+        lines.append(f"rank {rank} (local rank {failure.local_rank}, pid {failure.pid}) {what}")
+        if message and "pytorch.org/docs/stable/elastic/errors" not in str(message) and not str(message).startswith("Signal "):
+            lines.append("  " + str(message).strip().replace("\n", "\n  "))
+    root_rank = ordered[0][0]
+    return f"rank {root_rank} failed; the job was stopped.\n" + "\n".join(lines)
+
+
+def launch_processes(fabric: Fabric, function: Callable[[], Any] | None) -> Launched:
+    """Start this node's workers for ``fabric`` with torch's elastic launcher.
+
+    :param fabric: the Fabric that called ``launch()``; its ``num_devices`` workers are started.
+    :param function: ``None`` to re-run the whole script in each worker (this process
+        then exits with their status), or a picklable no-argument callable.
+    :returns: a :class:`weft.records.Launched` with rank 0's result (function mode only).
+    """
+    from weft.records import Launched
+
+    config = elastic_config(nproc_per_node=fabric.num_devices, num_nodes=fabric.num_nodes, node_rank=fabric.node_rank)
+    if function is None:
+        command = _script_command()
+        try:
+            run_elastic(config, sys.executable, command)
+        except LaunchError as exc:
+            print(f"weft: {exc}", file=sys.stderr, flush=True)
+            sys.exit(_EXIT_FAILED)
+        sys.exit(0)  # the workers ran the script; this supervising process must not run it again
+    results = run_elastic(config, _call_recorded, (function,))
+    return Launched(results.get(0))
+
+
+def _call_recorded(function: Callable[[], Any]) -> Any:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(function)()
+
+
+# ---------------------------------------------------------------------- spawn launcher
+
+
+def spawn_processes(fabric: Fabric, function: Callable[[], Any] | None, start_method: str = "spawn") -> Launched:
+    """Run ``function`` in ``fabric.num_devices`` new processes on this node (``torch.multiprocessing``).
+
+    :param fabric: the Fabric that called ``launch(fn)``.
+    :param function: a no-argument callable (picklable for ``"spawn"``/``"forkserver"``).
+    :param start_method: ``"spawn"``, ``"fork"`` (notebooks) or ``"forkserver"``.
+    :returns: a :class:`weft.records.Launched` with rank 0's result.
+    :raises LaunchError: when a process failed, naming its rank and error.
+    """
+    import torch.multiprocessing as mp
+
+    from weft.builtins.environments import find_free_port
+    from weft.records import Launched
+
+    if function is None:
+        raise MisuseError(
+            f"strategy {fabric.strategy_name!r} starts processes for a function: call fabric.launch(train_fn). "
+            "To run the whole script in every process use strategy='ddp' (or `weft run`)."
+        )
+    if fabric.num_nodes > 1:
+        raise ConfigurationError(f"{fabric.strategy_name!r} starts processes on one machine; use `weft run` for num_nodes > 1")
+    nprocs = fabric.num_devices
+    port = find_free_port()
+    with tempfile.TemporaryDirectory(prefix="weft-spawn-") as folder:
+        result_path = os.path.join(folder, "rank0.pkl")
+        context = mp.start_processes(
+            _spawned, args=(function, nprocs, port, result_path), nprocs=nprocs, join=False, start_method=start_method
+        )
+        try:
+            while not context.join():
+                pass
+        except mp.ProcessRaisedException as exc:
+            raise LaunchError(f"rank {exc.error_index} (pid {exc.pid}) failed; the other processes were stopped.\n{exc}") from None
+        except mp.ProcessExitedException as exc:
+            how = f"was killed by signal {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
+            raise LaunchError(f"rank {exc.error_index} (pid {exc.pid}) {how}; the other processes were stopped.") from None
+        if not os.path.exists(result_path):
+            return Launched(None)
+        with open(result_path, "rb") as f:
+            return Launched(pickle.load(f))
+
+
+def _spawned(local_rank: int, function: Callable[[], Any], nprocs: int, port: int, result_path: str) -> None:
+    os.environ.update(
+        RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs),
+        GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    result = function()
+    if local_rank == 0:
+        tmp = result_path + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(result, f)
+        os.replace(tmp, result_path)
+
+
+# ---------------------------------------------------------------------- weft run
+
+
+def _choices(kind: str, extra: Sequence[str] = ()) -> list[str] | None:
+    try:
+        from weft import registry
+
+        return sorted(set(registry.names(kind)) | set(extra))
+    except Exception:  # noqa: BLE001 - a broken plugin must not break `weft --help`
+        return None
+
+
+def _rdzv_conf(text: str) -> dict[str, str]:
+    conf = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--rdzv-conf expects key=value pairs, got {item!r}")
+        conf[key] = value
+    return conf
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a training script on several processes / nodes")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("weft run is not implemented yet")))
+    """Add ``weft run`` to the ``weft`` command's subparsers."""
+    p = sub.add_parser(
+        "run",
+        help="run a training script on several processes / nodes",
+        description=(
+            "Start SCRIPT in one process per device on this node (torch.distributed elastic). The flags become "
+            "defaults of the script's Fabric(...); an explicit, different argument in the script is an error."
+        ),
+    )
+    p.add_argument("--accelerator", choices=_choices("accelerators", ["auto"]), help="accelerator name (default: the script's, else auto)")
+    p.add_argument("--strategy", choices=_choices("strategies", ["auto"]), help="strategy name (default: the script's, else auto)")
+    p.add_argument("--devices", help="processes per node: a number, -1 for all, 'auto' or indices like '0,2' (default: auto)")
+    p.add_argument("--num-nodes", type=int, default=None, help="number of machines (default 1)")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 .. num-nodes-1")
+    p.add_argument("--main-address", default="127.0.0.1", help="address of node 0 (default 127.0.0.1: this machine only)")
+    p.add_argument("--main-port", type=int, default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
+    p.add_argument("--precision", choices=_choices("precisions"), help="precision name (default: the script's, else 32-true)")
+    elastic = p.add_argument_group("torch.distributed elastic options (as in torchrun)")
+    elastic.add_argument("--max-restarts", type=int, default=0, help="restarts of the worker group after a failure (default 0)")
+    elastic.add_argument("--rdzv-backend", default=None, help="rendezvous backend: c10d, static, etcd... (default: static on the main address)")
+    elastic.add_argument("--rdzv-endpoint", default=None, help="rendezvous host:port (default main-address:main-port)")
+    elastic.add_argument("--rdzv-id", default=None, help="job id shared by all nodes (default 'weft')")
+    elastic.add_argument("--rdzv-conf", type=_rdzv_conf, default=None, help="extra rendezvous options: key1=v1,key2=v2")
+    elastic.add_argument("--monitor-interval", type=float, default=0.1, help="seconds between worker health checks")
+    elastic.add_argument("--log-dir", default=None, help="folder for workers' logs and error files")
+    elastic.add_argument("--redirects", default="0", help="redirect workers' streams to log files: 0, 1, 2, 3 or per rank 0:1,1:2")
+    elastic.add_argument("--tee", default="0", help="like --redirects, but also print them")
+    elastic.add_argument("--local-addr", default=None, help="this node's address as seen by the others")
+    p.add_argument("-m", "--module", action="store_true", help="SCRIPT is a module name, run like python -m")
+    p.add_argument("script", help="the training script (or module, with -m)")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.set_defaults(func=run_command)
+
+
+def _processes_per_node(accelerator: str | None, devices: str | None) -> int:
+    from weft.fabric import _hooks_of, _pick_accelerator
+
+    plugin = _pick_accelerator(accelerator or "auto")
+    parsed = _hooks_of(plugin).weft_accelerator_parse_devices(devices="auto" if devices is None else _devices_value(devices))
+    return len(parsed)
+
+
+def _devices_value(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """What ``weft run`` does: set the ``WEFT_CLI_*`` defaults and start the workers."""
+    from weft.fabric import CLI_ENV
+
+    num_nodes = 1 if args.num_nodes is None else args.num_nodes
+    if num_nodes < 1:
+        raise ConfigurationError(f"--num-nodes {num_nodes} must be at least 1")
+    if not 0 <= args.node_rank < num_nodes:
+        raise ConfigurationError(f"--node-rank {args.node_rank} must be in 0..{num_nodes - 1} for --num-nodes {num_nodes}")
+    if not args.module and not os.path.isfile(args.script):
+        raise ConfigurationError(f"no script at {args.script!r}")
+    given = {
+        "accelerator": args.accelerator, "strategy": args.strategy, "devices": args.devices,
+        "num_nodes": args.num_nodes, "precision": args.precision,
+    }
+    for key, value in given.items():
+        if value is not None:
+            os.environ[CLI_ENV[key]] = str(value)  # the workers inherit this environment
+    nproc = _processes_per_node(args.accelerator, args.devices)
+    config = elastic_config(
+        nproc_per_node=nproc, num_nodes=num_nodes, node_rank=args.node_rank, main_address=args.main_address,
+        main_port=args.main_port, max_restarts=args.max_restarts, rdzv_backend=args.rdzv_backend,
+        rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, rdzv_conf=args.rdzv_conf,
+        monitor_interval=args.monitor_interval, log_dir=args.log_dir, redirects=args.redirects, tee=args.tee,
+        local_addr=args.local_addr,
+    )
+    target = ["--module", args.script] if args.module else [os.path.abspath(args.script)]
+    try:
+        run_elastic(config, sys.executable, ["-m", "weft.launch", *target, *args.script_args])
+    except LaunchError as exc:
+        print(f"weft run: {exc}", file=sys.stderr, flush=True)
+        return _EXIT_FAILED
+    return 0
+
+
+# ---------------------------------------------------------------------- worker side
+
+
+def _run_script(argv: list[str]) -> None:
+    """Run a script (or ``--module NAME``) as ``__main__``, recording an uncaught error for the launcher."""
+    import runpy
+
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    if argv and argv[0] == "--module":
+        name = argv[1]
+        sys.argv = [name, *argv[2:]]
+        record(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))()
+        return
+    script = argv[0]
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` would
+    record(lambda: runpy.run_path(script, run_name="__main__"))()
+
+
+def _finish() -> None:
+    """Destroy the process group the script left behind."""
+    # Tear the process group down while the interpreter is whole: gloo threads that
+    # outlive it can abort the process at exit.
+    from weft.distributed import destroy_process_group
+
+    try:
+        destroy_process_group()
+    except Exception:  # noqa: BLE001 - exiting anyway; the script's own status decides
+        pass
+
+
+if __name__ == "__main__":
+    _run_script(sys.argv[1:])
+    _finish()  # only after success: tearing down next to a failed peer could block
