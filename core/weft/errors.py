@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DOCS = "https://github.com/weft-dev/weft/blob/main/docs"
+# Where the guide lives: the Markdown pages under docs/ in the weft source repository
+# (`mkdocs build` renders them as a site). Messages append a page name, e.g. f"{DOCS}/plugins.md".
+DOCS = "docs"
 
 
 class WeftError(Exception):
