@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from seed_loop import make_data, make_model
 from torch import nn
 
 from weft import Fabric
 from weft.errors import MisuseError
 from weft_precision import Float16MixedPrecision
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))  # the seed loop, shared with the subprocess scripts
+from seed_loop import make_data, make_model  # noqa: E402
 
 INIT_SCALE = 2.0**16
 

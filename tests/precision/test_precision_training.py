@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from seed_loop import PRECISIONS, make_model, seed_loop
 from torch import nn
 
 from weft import Fabric
 from weft.records import PrecisionDtypes
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))  # the seed loop, shared with the subprocess scripts
+from seed_loop import PRECISIONS, make_model, seed_loop  # noqa: E402
 
 F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 
