@@ -17,6 +17,7 @@ _LAZY = {
     "hookspec": "weft.hookspecs",
     "register": "weft.registry",
     "seed_everything": "weft.utilities.seed",
+    "RNGState": "weft.utilities.rng",
     "PrecisionDtypes": "weft.records",
     "Launched": "weft.records",
     "WeftError": "weft.errors",

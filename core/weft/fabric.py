@@ -21,6 +21,7 @@ from weft.checkpoint import PRECISION_KEY
 from weft.errors import ConfigurationError, MisuseError
 from weft.records import Launched
 from weft.utilities.apply import apply_to_tensors, move_to_device
+from weft.utilities.rng import RNGState
 from weft.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, unwrap
 
 _REDUCE_OPS = ("sum", "mean", "max", "min")
@@ -626,6 +627,9 @@ class Fabric:
             raise MisuseError(f"save() takes a dict of state, got {type(state).__name__}")
         self._require_environment("save")
         raw = {k: unwrap(v) for k, v in state.items()}
+        for key, value in raw.items():
+            if isinstance(value, RNGState):
+                raw[key] = value.gather(self)  # a collective: every rank's generators go to the writer
         precision_state = self._pm.hook.weft_precision_state_dict()
         if precision_state:
             raw[PRECISION_KEY] = precision_state
@@ -645,6 +649,9 @@ class Fabric:
             raise MisuseError(f"load() takes a dict of state (or None), got {type(state).__name__}")
         self._require_environment("load")
         raw = None if state is None else {k: unwrap(v) for k, v in state.items()}
+        for value in (raw or {}).values():
+            if isinstance(value, RNGState):
+                value._bind(self)  # so it restores this rank's generators
         remainder = self._pm.hook.weft_strategy_load_checkpoint(
             fabric=self, path=os.fspath(path), state=raw, strict=strict, weights_only=weights_only
         )

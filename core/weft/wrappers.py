@@ -68,6 +68,10 @@ class _FabricModule(nn.Module):
                 raise
             return getattr(original, name)
 
+    def __getitem__(self, index: Any) -> Any:
+        # Indexing a container module (nn.Sequential, nn.ModuleList) reaches the user's module.
+        return self._original_module[index]
+
     def __repr__(self) -> str:
         return f"FabricModule({self._original_module!r})"
 
@@ -124,7 +128,14 @@ class _FabricDataLoader:
 
     Also derives from the loader's class so ``isinstance(loader, DataLoader)`` holds.
     It counts batches handed out, so :meth:`state_dict` records the position in the
-    epoch and a loaded loader resumes at the next unseen batch.
+    epoch and a loaded loader resumes at the next unseen batch, in the same order.
+
+    The order of an epoch comes from random draws the DataLoader makes when the
+    epoch starts (the sampler's shuffle seed and the workers' base seed, from the
+    global torch generator unless the loader has its own ``generator``). The states
+    of those generators at the start of the epoch are part of :meth:`state_dict`;
+    a resumed epoch replays the draws from them, then puts the global generator
+    back, so the rest of the run sees the generator it restored from the checkpoint.
     """
 
     _classes: dict[type, type] = {}
@@ -136,6 +147,7 @@ class _FabricDataLoader:
         object.__setattr__(self, "_batches_consumed", 0)
         object.__setattr__(self, "_iterated", False)
         object.__setattr__(self, "_resume", None)
+        object.__setattr__(self, "_epoch_generators", None)
         cls = type(loader)
         if cls not in self._classes:
             self._classes[cls] = type("Fabric" + cls.__name__, (_FabricDataLoader, cls), {})
@@ -151,11 +163,11 @@ class _FabricDataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         if self._resume is not None:
-            epoch, skip = self._resume
+            epoch, skip, generators = self._resume
         elif self._iterated:
-            epoch, skip = self._epoch + 1, 0  # a new pass over the loader is a new epoch
+            epoch, skip, generators = self._epoch + 1, 0, None  # a new pass over the loader is a new epoch
         else:
-            epoch, skip = self._epoch, 0
+            epoch, skip, generators = self._epoch, 0, None
         set_ = object.__setattr__
         set_(self, "_resume", None)
         set_(self, "_iterated", True)
@@ -165,7 +177,12 @@ class _FabricDataLoader:
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        iterator = _skip_batches(loader, skip) if skip else iter(loader)
+        if skip:
+            set_(self, "_epoch_generators", generators)
+            iterator = _skip_batches(loader, skip, generators)
+        else:
+            set_(self, "_epoch_generators", _generator_states(loader))
+            iterator = iter(loader)
         device = self._device
         consumed = skip
         for batch in iterator:
@@ -175,18 +192,34 @@ class _FabricDataLoader:
             set_(self, "_batches_consumed", consumed)
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
-        """The data position: the epoch and how many of its batches were already handed out."""
-        return {"epoch": self._epoch, "batches_consumed": self._batches_consumed}
+    def state_dict(self) -> dict[str, Any]:
+        """The data position: the epoch, how many of its batches were handed out, and the
+        generator states the epoch's order was drawn from (tensors: safe for ``weights_only``)."""
+        state: dict[str, Any] = {"epoch": self._epoch, "batches_consumed": self._batches_consumed}
+        if self._epoch_generators is not None:
+            state["generators"] = dict(self._epoch_generators)
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume: the next iteration continues that epoch at its next unseen batch."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration continues that epoch at its next unseen batch, in the same order."""
+        from weft.errors import CheckpointError
+
+        if not isinstance(state, dict) or "epoch" not in state or "batches_consumed" not in state:
+            raise CheckpointError(
+                f"A data loader's entry must be a dict with 'epoch' and 'batches_consumed' (written by "
+                f"loader.state_dict()); got {state!r:.200}"
+            )
         epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
+        if epoch < 0 or consumed < 0:
+            raise CheckpointError(f"A data loader's position cannot be negative: epoch={epoch}, batches_consumed={consumed}")
+        generators = state.get("generators")
         if _has_len(self._loader) and consumed >= len(self._loader):
-            epoch, consumed = epoch + 1, 0  # the saved epoch was complete
-        object.__setattr__(self, "_resume", (epoch, consumed))
+            epoch, consumed, generators = epoch + 1, 0, None  # the saved epoch was complete
+        object.__setattr__(self, "_resume", (epoch, consumed, generators))
+        object.__setattr__(self, "_iterated", True)
         object.__setattr__(self, "_epoch", epoch)
         object.__setattr__(self, "_batches_consumed", consumed)
+        object.__setattr__(self, "_epoch_generators", generators)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "_loader"), name)
@@ -206,24 +239,65 @@ def _has_len(loader: Any) -> bool:
     return True
 
 
-def _skip_batches(loader: Any, count: int) -> Iterator[Any]:
-    """Iterate ``loader`` from batch ``count`` on, without loading the skipped samples when possible."""
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is not None and getattr(loader, "num_workers", 0) == 0 and hasattr(loader, "dataset"):
-        # Draw the same batches of indices as a fresh epoch would, drop the first `count`,
-        # and fetch only the rest: the order is identical, the skipped data is never read.
-        indices = iter(batch_sampler)
-        for _ in range(count):
-            next(indices, None)
-        fetch = loader.dataset.__getitem__
-        collate = loader.collate_fn
-        for batch_indices in indices:
-            yield collate([fetch(i) for i in batch_indices])
-        return
-    iterator = iter(loader)
-    for _ in range(count):
-        next(iterator, None)
+def _own_generators(loader: Any) -> dict[str, torch.Generator]:
+    """The generators a loader draws from besides the global one: its own and its sampler's."""
+    found = {}
+    if isinstance(getattr(loader, "generator", None), torch.Generator):
+        found["loader"] = loader.generator
+    sampler_generator = getattr(getattr(loader, "sampler", None), "generator", None)
+    if isinstance(sampler_generator, torch.Generator) and sampler_generator is not found.get("loader"):
+        found["sampler"] = sampler_generator
+    return found
+
+
+def _generator_states(loader: Any) -> dict[str, torch.Tensor]:
+    """States of the generators an epoch's order is drawn from, taken just before the epoch draws them."""
+    states = {"torch": torch.get_rng_state()}
+    for name, generator in _own_generators(loader).items():
+        states[name] = generator.get_state()
+    return states
+
+
+def _skip_batches(loader: Any, count: int, generators: dict[str, torch.Tensor] | None = None) -> Iterator[Any]:
+    """Iterate ``loader`` from batch ``count`` on, in the order of the epoch that was interrupted.
+
+    :param generators: the generator states at that epoch's start (see :func:`_generator_states`);
+        the epoch's draws are replayed from them, and the global generator is put back afterwards.
+        ``None`` draws from the generators as they are.
+
+    With ``num_workers=0`` the skipped batches' indices are drawn but their samples are
+    never read. With workers, the skipped batches are loaded and dropped, so every worker
+    sees the same samples (and advances its own generator) as in the uninterrupted epoch.
+    """
+    current = torch.get_rng_state()
+    own = _own_generators(loader)
+    if generators is not None:
+        torch.set_rng_state(generators["torch"])
+        for name, generator in own.items():
+            if name in generators:
+                generator.set_state(generators[name])
+    try:
+        iterator = iter(loader)
+        indices = getattr(iterator, "_sampler_iter", None)
+        if getattr(loader, "num_workers", 0) == 0 and indices is not None:
+            # The single-process iterator draws index batches lazily from `_sampler_iter`:
+            # advancing it skips batches without fetching their samples.
+            for _ in range(count):
+                if next(indices, None) is None:
+                    break
+        else:
+            for _ in range(count):
+                if next(iterator, _END) is _END:
+                    break
+    finally:
+        if generators is not None:
+            # Global draws after this point must match the uninterrupted run's, which the
+            # checkpoint's RNG entry (if any) restored: the replay must not advance it.
+            torch.set_rng_state(current)
     yield from iterator
+
+
+_END = object()
 
 
 def _move(batch: Any, device: torch.device) -> Any:
