@@ -167,3 +167,44 @@ def restore(checkpoint: dict[str, Any], state: dict[str, Any] | None, strict: bo
         else:
             state[key] = saved
     return {k: v for k, v in checkpoint.items() if k not in state}
+
+
+def latest_checkpoint(folder: str | os.PathLike, pattern: str = "*") -> str | None:
+    """The newest complete checkpoint (file or sharded folder) in ``folder``, or ``None``.
+
+    Saves are written under hidden names (starting with ``.``) and renamed into place only
+    once complete, so every visible entry is a complete checkpoint and hidden ones are
+    skipped. One exception: when an overwrite of a folder was interrupted after the old
+    folder was moved aside (``.NAME.old.*``) but before the new one took its place, the
+    moved-aside folder stands in for the missing ``NAME``.
+
+    :param folder: where the checkpoints are.
+    :param pattern: a glob the checkpoint names match, e.g. ``"step-*.ckpt"``.
+    :returns: the path of the most recently written one (ties broken by name, numbers
+        compared as numbers).
+
+    .. versionadded:: 0.1
+    """
+    import fnmatch
+    import re
+
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return None
+    names = os.listdir(folder)
+    visible = {n for n in names if not n.startswith(".")}
+    candidates = {n: n for n in visible if fnmatch.fnmatch(n, pattern)}
+    for name in names:
+        match = re.fullmatch(r"\.(.+)\.old\.[^.]+", name)
+        if match and match.group(1) not in visible and fnmatch.fnmatch(match.group(1), pattern):
+            candidates.setdefault(match.group(1), name)
+
+    ranked = []
+    for shown, actual in candidates.items():
+        try:
+            written = os.stat(os.path.join(folder, actual)).st_mtime_ns
+        except FileNotFoundError:  # removed since listed (e.g. rotated away by a running job)
+            continue
+        natural = [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", shown)]
+        ranked.append((written, natural, actual))
+    return os.path.join(folder, max(ranked)[2]) if ranked else None
