@@ -33,9 +33,10 @@ def describe_plugin(plugin: Any, kind: str | None = None, name: str | None = Non
             where = where or record.value
         except Exception:  # noqa: BLE001 - a description must never fail
             origin = None
+    if not (kind and name):
+        return f"plugin {where}"
     details = ", ".join(x for x in (origin, where) if x)
-    label = f"{kind} {name!r}" if kind and name else f"plugin {where}"
-    return f"{label} ({details})" if details else label
+    return f"{kind} {name!r} ({details})" if details else f"{kind} {name!r}"
 
 
 def kind_of_hook(hook_name: str) -> str | None:

@@ -35,7 +35,15 @@ REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
 
 
 class PluginContractError(AssertionError):
-    """A plugin does not satisfy the hook contract (unknown hook, bad signature, missing hook)."""
+    """A plugin does not satisfy the hook contract (unknown hook, bad signature, missing hook).
+
+    :param plugin: the plugin at fault.
+    :param reason: what is wrong, naming the hook.
+    """
+
+    def __init__(self, plugin: Any, reason: str) -> None:
+        super().__init__(f"{describe_plugin(plugin)}: {reason}")
+        self.plugin, self.reason = plugin, reason
 
 
 def plugin_manager(*plugins: Any, check: bool = True) -> pluggy.PluginManager:
@@ -52,16 +60,15 @@ def plugin_manager(*plugins: Any, check: bool = True) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for plugin in plugins:
         try:
-            pm.register(plugin)
+            pm.register(plugin, name=getattr(plugin, "name", None) or type(plugin).__name__)
         except pluggy.PluginValidationError as exc:
-            raise PluginContractError(f"{describe_plugin(plugin)}: {exc}") from exc
+            reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginContractError(plugin, reason) from None
     if check:
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginContractError(
-                f"{describe_plugin(exc.plugin)}: {exc} (no such weft hook; see weft.hookspecs)"
-            ) from exc
+            raise PluginContractError(exc.plugin, f"{exc} (no such weft hook; see weft.hookspecs)") from None
     return pm
 
 

@@ -1,0 +1,59 @@
+"""Helpers for the conformance-kit tests: installing plugins as real metadata, running the kit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = HERE / "scripts"
+EXAMPLE = HERE.parent.parent / "examples" / "plugins" / "weft-compressed-ddp"
+
+
+def install_dist_info(folder: Path, name: str, version: str, entry_points: dict[str, dict[str, str]], requires: list[str] = (), modules: list[Path] = ()) -> Path:
+    """Make ``folder`` look like site-packages holding one distribution: ``<name>-<version>.dist-info``
+    with METADATA and entry_points.txt, plus the given module files. Put ``folder`` on sys.path
+    (or PYTHONPATH) and the registry finds it through importlib.metadata, like any installed plugin."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"] + [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    groups = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in names.items()) + "\n" for group, names in entry_points.items())
+    (info / "entry_points.txt").write_text(groups)
+    for module in modules:
+        shutil.copy(module, folder / module.name)
+    return folder
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_", "TORCHELASTIC", "WEFT_CLI_", "WEFT_PLUGINS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(command: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a command in a new session; on timeout kill it and everything it started, then fail."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or clean_env(), cwd=cwd, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(command)}\n{out[-6000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, out, "")
+
+
+def run_kit(strategy: str, *extra: str, timeout: float = 240, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``pytest --weft-strategy=STRATEGY`` as a user runs it: from a folder of their own, no test paths."""
+    command = [sys.executable, "-m", "pytest", f"--weft-strategy={strategy}", "-q", "-p", "no:cacheprovider", "-rfE", *extra]
+    return run(command, timeout=timeout, env=env, cwd=cwd)
