@@ -45,11 +45,20 @@ loader = DataLoader(dataset, batch_size=4, shuffle=True)
 model, optimizer = fabric.setup(model, optimizer)
 loader = fabric.setup_dataloaders(loader)
 
-start_epoch, step = 0, 0
+def digests():
+    params = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    momenta = hashlib.sha256(
+        b"".join(s["momentum_buffer"].numpy().tobytes() for s in optimizer.state_dict()["state"].values())
+    ).hexdigest()
+    return params, momenta
+
+
+start_epoch, step, resumed = 0, 0, None
 if args.resume:
     state = {"model": model, "optimizer": optimizer, "epoch": 0, "step": 0}
     fabric.load(args.ckpt, state)
     start_epoch, step = state["epoch"] + 1, state["step"]
+    resumed = {"epoch": state["epoch"], "step": state["step"], "digests": digests()}
 
 seen, losses = [], []
 for epoch in range(start_epoch, args.epochs):
@@ -74,8 +83,8 @@ for epoch in range(start_epoch, args.epochs):
     if args.stop_after_epoch is not None and epoch == args.stop_after_epoch:
         break
 
-mean_loss = fabric.all_reduce(torch.tensor(losses[-1]), reduce_op="mean")
-digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+mean_loss = fabric.all_reduce(torch.tensor(losses[-1] if losses else 0.0), reduce_op="mean")
+digest, momenta = digests()
 result = {
     "rank": fabric.global_rank,
     "local_rank": fabric.local_rank,
@@ -90,11 +99,10 @@ result = {
     "mean_last_loss": mean_loss.item(),
     "params": digest,
     "step": step,
-    "optimizer_state": hashlib.sha256(
-        b"".join(s["momentum_buffer"].numpy().tobytes() for s in optimizer.state_dict()["state"].values())
-    ).hexdigest(),
+    "optimizer_state": momenta,
+    "resumed": resumed,
 }
 os.makedirs(args.out, exist_ok=True)
 with open(os.path.join(args.out, f"rank{fabric.global_rank}.json"), "w") as f:
     json.dump(result, f)
-print(f"rank {fabric.global_rank}/{fabric.world_size} done, last loss {losses[-1]:.4f}", flush=True)
+print(f"rank {fabric.global_rank}/{fabric.world_size} done after step {step}", flush=True)
