@@ -26,6 +26,7 @@ import argparse
 import io
 import os
 import pickle
+import warnings
 from typing import Any
 
 #: Name of the file in a sharded checkpoint folder holding its non-tensor state.
@@ -103,14 +104,13 @@ def read_sharded(path: str | os.PathLike, weights_only: bool = True) -> dict[str
             f"{path!r} is not a sharded checkpoint folder (it has no DCP .metadata file); "
             "a single-file checkpoint needs no consolidation."
         )
-    state: dict[str, Any] = {}
+    planner = weights_only_load_planner(weights_only, path=path, empty=True)
     try:
-        dcp.load(
-            state,
-            checkpoint_id=path,
-            planner=weights_only_load_planner(weights_only, path=path, empty=True),
-            no_dist=True,
-        )
+        # dcp.load fills a copy of the dict it is given; the planner keeps the filled one.
+        with warnings.catch_warnings():  # reading in one process is the point here, not a mistake
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            dcp.load({}, checkpoint_id=path, planner=planner, no_dist=True)
+        state: dict[str, Any] = planner.original_state_dict
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - DCP wraps reader failures in several types

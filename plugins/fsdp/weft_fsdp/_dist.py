@@ -48,10 +48,11 @@ def init_process_group(fabric: Any, backend: str, timeout: datetime.timedelta) -
 
 
 class Agreement:
-    """Counts the all-rank operations of one strategy, so each gets its own store keys."""
+    """Counts the all-rank operations of one strategy, per operation name, so each call gets
+    its own store keys (and a call that failed on one rank does not shift the others' counts)."""
 
     def __init__(self) -> None:
-        self._count = 0
+        self._counts: dict[str, int] = {}
 
     def enter(self, what: str, timeout: datetime.timedelta, hint: str = "") -> None:
         """Return once every rank called ``enter`` for the same operation; raise otherwise.
@@ -62,10 +63,10 @@ class Agreement:
         """
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return
-        self._count += 1
+        count = self._counts[what] = self._counts.get(what, 0) + 1
         store = dist.distributed_c10d._get_default_store()
         rank, world = dist.get_rank(), dist.get_world_size()
-        prefix = f"weft_fsdp/{self._count}/{what}"
+        prefix = f"weft_fsdp/{what}/{count}"
         store.set(f"{prefix}/{rank}", b"1")
         keys = [f"{prefix}/{r}" for r in range(world)]
         deadline = time.monotonic() + timeout.total_seconds()
