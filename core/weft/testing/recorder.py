@@ -30,15 +30,18 @@ class HookCall:
     exception: BaseException | None = None
 
 
-def _passthrough_plugin() -> Any:
-    """A plugin wrapping every hook without changing it.
+def _passthrough_plugin(pm: pluggy.PluginManager) -> Any:
+    """A plugin wrapping every implemented hook without changing its result.
 
     weft resolves per-step hooks to direct calls when one plugin implements them; a
-    wrapper makes every hook dispatch through pluggy, where the monitor sees it.
+    wrapper makes those dispatch through pluggy, where the monitor sees them. Hooks
+    nobody implements get no wrapper: weft skips them (or uses its fallback), and
+    must keep doing so while recording.
     """
-    namespace: dict[str, Any] = {"__doc__": "Passes every hook through (weft.testing.HookRecorder)."}
+    namespace: dict[str, Any] = {"__doc__": "Passes hooks through (weft.testing.HookRecorder)."}
     for hook_name in dir(hookspecs):
-        if hook_name.startswith("weft_") and callable(getattr(hookspecs, hook_name)):
+        caller = getattr(pm.hook, hook_name, None)
+        if hook_name.startswith("weft_") and caller is not None and caller.get_hookimpls():
 
             def passthrough(self):  # noqa: ANN001 - a pluggy wrapper taking no hook arguments
                 return (yield)
@@ -54,6 +57,10 @@ class HookRecorder:
     Start recording before the calls of interest (for a Fabric, before
     ``fabric.setup``: set-up objects keep the hooks they resolved). Use it as a
     context manager, or call :meth:`start` and :meth:`stop`.
+
+    Recorded: every hook weft calls through the plugin manager, and every per-step
+    hook some plugin implements. A per-step hook nobody implements is not called at
+    all (weft runs its fallback, e.g. ``tensor.backward()``), so it is not recorded.
 
     :param target: a Fabric or a plugin manager with weft's hook specifications.
 
@@ -76,7 +83,7 @@ class HookRecorder:
     def start(self) -> HookRecorder:
         if self._undo is not None:
             return self
-        self._passthrough = _passthrough_plugin()
+        self._passthrough = _passthrough_plugin(self._pm)
         self._pm.register(self._passthrough, name="weft-testing-recorder")
         self._rebind()
         pending: list[HookCall] = []
