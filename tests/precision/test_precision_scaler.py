@@ -198,3 +198,16 @@ def test_gradient_accumulation_steps_once_per_window():
     before = params(model)
     optimizer.step()
     assert any(not torch.equal(b, a) for b, a in zip(before, params(model)))
+
+
+def test_the_precision_does_not_keep_optimizers_alive():
+    import gc
+    import weakref
+
+    fabric, model, optimizer, x, y = setup()
+    fabric.backward(nn.CrossEntropyLoss()(model(x), y))
+    optimizer.step()
+    raw = weakref.ref(optimizer.optimizer)
+    del optimizer
+    gc.collect()
+    assert raw() is None

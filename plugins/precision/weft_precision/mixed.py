@@ -73,20 +73,28 @@ class BFloat16MixedPrecision(_MixedPrecision):
     dtype = torch.bfloat16
 
 
+def _NO_STEP() -> None:
+    raise RuntimeError("the gradient scaler stepped an optimizer outside weft_precision_optimizer_step")
+
+
 class _ScalerView:
     """What the gradient scaler sees of one optimizer: its parameter groups, and a ``step``
-    that runs the strategy's step instead of the raw ``optimizer.step``."""
+    that runs the strategy's step instead of the raw ``optimizer.step``.
 
-    __slots__ = ("optimizer", "step", "stepped_at", "__weakref__")
+    It holds the optimizer weakly: views are kept per optimizer in a weak dictionary,
+    which a strong reference back to its key would keep alive forever.
+    """
+
+    __slots__ = ("_optimizer", "step", "stepped_at", "__weakref__")
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizer = optimizer
-        self.step: Callable[[], Any] = optimizer.step
+        self._optimizer = weakref.ref(optimizer)
+        self.step: Callable[[], Any] = _NO_STEP
         self.stepped_at = 0  # the backward count at this optimizer's last step
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        return self.optimizer.param_groups
+        return self._optimizer().param_groups
 
 
 class Float16MixedPrecision(_MixedPrecision):
@@ -181,8 +189,11 @@ class Float16MixedPrecision(_MixedPrecision):
         view = self._view(optimizer)
         self._require_backward(view, "optimizer.step()")
         view.step = step
-        # Unscales (unless clip_gradients did), then runs `step` only when every gradient is finite.
-        result = self.scaler.step(view)
+        try:
+            # Unscales (unless clip_gradients did), then runs `step` only when every gradient is finite.
+            result = self.scaler.step(view)
+        finally:
+            view.step = _NO_STEP  # `step` holds the optimizer: keep no reference past this call
         view.stepped_at = self._backwards
         self._unscaled.add(id(view))
         self._update_pending = True
