@@ -377,7 +377,7 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum", timeout: float | datetime.
     if group.world_size == 1:
         return out
     limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
-    seq = _enter(group, "all_reduce", out, reduce_op=op)
+    seq = _enter(group, "all_reduce", tensor, reduce_op=op)
     work = dist.all_reduce(out, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]), async_op=True)
     _wait(work, group, "all_reduce", seq, limit)
     if op == "mean":
