@@ -8,9 +8,14 @@ How blocks are found and what the ``<!-- docs-test: ... -->`` directives mean: s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -19,6 +24,11 @@ from docs_samples import Sample, collect
 SAMPLES = collect()
 # At most this many blocks may be skipped: a skip must stay the exception (GPU, cluster, installs).
 MAX_SKIPPED = 8
+
+
+#: Pages run side by side (blocks of one page stay in order): most of a sample's time is
+#: spent starting interpreters and processes, which overlaps well.
+WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 
 def _env(folder: Path) -> dict[str, str]:
@@ -30,54 +40,112 @@ def _env(folder: Path) -> dict[str, str]:
     }
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
-    env["HOME"] = env.get("HOME", str(folder))
+    env.setdefault("OMP_NUM_THREADS", "1")  # several samples share few cores
     return env
 
 
-@pytest.fixture(scope="module")
-def page_folders(tmp_path_factory):
-    """One scratch folder per page, shared by its blocks (they run in order)."""
-    folders: dict[str, Path] = {}
+@dataclass
+class Outcome:
+    """How one block ran."""
 
-    def get(page: str) -> Path:
-        if page not in folders:
-            folders[page] = tmp_path_factory.mktemp(page.replace("/", "_").replace(".md", ""))
-        return folders[page]
-
-    return get
+    returncode: int | None  # None: timed out
+    stdout: str
+    stderr: str
+    seconds: float
 
 
-def _run(sample: Sample, folder: Path) -> subprocess.CompletedProcess:
+def _run(sample: Sample, folder: Path) -> Outcome:
+    if sample.file:
+        (folder / sample.file).write_text(sample.code, encoding="utf-8")
+        return Outcome(0, "", "", 0.0)  # run by a later shell block (docs_samples.py checks there is one)
     if sample.language == "python":
         script = folder / f"sample_line{sample.line}.py"
         script.write_text(sample.code, encoding="utf-8")
         command = [sys.executable, script.name]
     else:
         command = ["bash", "-e", "-o", "pipefail", "-c", sample.code]
+    began = time.monotonic()
+    # Its own process group, so a sample that times out is stopped with every process it started.
+    proc = subprocess.Popen(
+        command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        return subprocess.run(command, cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=sample.timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{sample.id}: timed out after {sample.timeout}s\n--- code\n{sample.code}\n--- stdout\n{exc.stdout}\n--- stderr\n{exc.stderr}")
+        stdout, stderr = proc.communicate(timeout=sample.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return Outcome(None, stdout, stderr, time.monotonic() - began)
+    return Outcome(proc.returncode, stdout, stderr, time.monotonic() - began)
 
 
+class PageRunner:
+    """Runs the selected pages' blocks in the background, one thread per page, in page order."""
+
+    def __init__(self, samples: list[Sample], folder_for: Callable[[str], Path]) -> None:
+        self._futures = {s.id: Future() for s in samples}
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="docs-page")
+        by_page: dict[str, list[Sample]] = {}
+        for sample in samples:
+            by_page.setdefault(sample.page, []).append(sample)
+        for page, blocks in by_page.items():
+            self._pool.submit(self._run_page, blocks, folder_for(page))
+
+    def _run_page(self, blocks: list[Sample], folder: Path) -> None:
+        for sample in blocks:
+            future = self._futures[sample.id]
+            if sample.skip or sample.language == "toml":
+                future.set_result(None)
+                continue
+            try:
+                future.set_result(_run(sample, folder))
+            except BaseException as exc:  # noqa: BLE001 - reported by the block's test
+                future.set_exception(exc)
+
+    def outcome(self, sample: Sample) -> Outcome | None:
+        return self._futures[sample.id].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="module")
+def runner(request, tmp_path_factory):
+    """Start every selected page at once; each test then waits for its own block."""
+    selected = {
+        item.callspec.params["sample"].id
+        for item in request.session.items
+        if item.originalname == "test_sample_runs" and hasattr(item, "callspec")
+    }
+    # A page runs from its first block to its last selected one (earlier blocks may prepare files).
+    chosen: list[Sample] = []
+    for page in dict.fromkeys(s.page for s in SAMPLES):
+        blocks = [s for s in SAMPLES if s.page == page]
+        last = max((i for i, s in enumerate(blocks) if s.id in selected), default=-1)
+        chosen += blocks[: last + 1]
+    folders = {page: tmp_path_factory.mktemp(page.replace("/", "_").replace(".md", "")) for page in {s.page for s in chosen}}
+    page_runner = PageRunner(chosen, folders.__getitem__)
+    yield page_runner
+    page_runner.close()
+
+
+@pytest.mark.timeout(900)  # waits for its page's earlier blocks too; each block has its own timeout
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s.id for s in SAMPLES])
-def test_sample_runs(sample: Sample, page_folders) -> None:
+def test_sample_runs(sample: Sample, runner: PageRunner) -> None:
     if sample.skip:
         pytest.skip(f"docs-test skip: {sample.skip}")
-    folder = page_folders(sample.page)
     if sample.language == "toml":
         tomllib = pytest.importorskip("tomllib", reason="TOML samples are parsed with tomllib (Python 3.11+)")
         tomllib.loads(sample.code)
         return
-    if sample.file:
-        (folder / sample.file).write_text(sample.code, encoding="utf-8")
-        return  # run by a later shell block of the page (docs_samples.py checks there is one)
-    proc = _run(sample, folder)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        pytest.fail(f"{sample.id}: exit {proc.returncode}\n--- code\n{sample.code}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    result = runner.outcome(sample)
+    shown = f"--- code\n{sample.code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    if result.returncode is None:
+        pytest.fail(f"{sample.id}: timed out after {sample.timeout}s\n{shown}")
+    if result.returncode != 0:
+        pytest.fail(f"{sample.id}: exit {result.returncode} after {result.seconds:.1f}s\n{shown}")
+    output = result.stdout + result.stderr
     for text in sample.expect:
-        assert text in output, f"{sample.id}: expected {text!r} in the output\n--- output\n{output}"
+        assert text in output, f"{sample.id}: expected {text!r} in the output\n{shown}"
 
 
 def test_skips_are_few_and_explained() -> None:
