@@ -122,8 +122,14 @@ def load_file(path: str | os.PathLike, weights_only: bool = True, map_location: 
     try:
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as exc:
-        if weights_only and "weights_only" in str(exc):
+        if weights_only and "weights_only" in str(exc) and zipfile.is_zipfile(path):
             raise CheckpointError(f"Refused to load {path!r}: {_OPT_OUT} Details: {str(exc).splitlines()[0]}") from exc
+        if weights_only and "weights_only" in str(exc):
+            # Not torch.save's zip format: torch tried the legacy format, which random bytes also fail.
+            raise CheckpointError(
+                f"{path!r} is not a readable checkpoint: it is not in torch.save's format (corrupt, truncated, or "
+                "not a checkpoint). If it is an old-format torch.save file you trust, pass weights_only=False."
+            ) from exc
         raise CheckpointError(f"{path!r} is not a readable checkpoint (corrupt or truncated): {exc}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"{path!r} is not a readable checkpoint (corrupt or truncated): {exc}") from exc

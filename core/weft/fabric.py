@@ -108,6 +108,11 @@ class Fabric:
                     raise ConfigurationError(f"plugins= holds two {kind} plugins: {by_kind[kind]!r} and {plugin!r}")
                 by_kind[kind] = plugin
             else:
+                if not any(attr.startswith("weft_") and hasattr(getattr(plugin, attr, None), "weft_impl") for attr in dir(plugin)):
+                    raise ConfigurationError(
+                        f"plugins= holds {plugin!r}, which implements no weft hook: pass accelerator, strategy, "
+                        "precision or cluster environment plugins, or objects with @weft.hookimpl methods"
+                    )
                 others.append(plugin)
         for kind, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
             if kind in by_kind and not (isinstance(value, _Default)):

@@ -20,10 +20,12 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
 
     if seed is None:
         seed = int(os.environ.get("WEFT_GLOBAL_SEED", 0))
+    from weft.errors import ConfigurationError
+
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed_everything() takes an int, got {seed!r}")
+        raise ConfigurationError(f"seed_everything() takes an int in [0, 2**32 - 1], got {seed!r}")
     if not (0 <= seed <= 2**32 - 1):
-        raise ValueError(f"seed must be in [0, 2**32 - 1], got {seed}")
+        raise ConfigurationError(f"seed must be in [0, 2**32 - 1], got {seed}")
     os.environ["WEFT_GLOBAL_SEED"] = str(seed)
     os.environ["WEFT_SEED_WORKERS"] = "1" if workers else "0"
     random.seed(seed)

@@ -1,0 +1,283 @@
+"""The bad-input corpus: invalid configurations and calls, each with the error it must raise.
+
+Each case names the built-in type the error must also be (so ``except ValueError`` keeps
+working), and the texts its message must contain: the bad value, and what is accepted instead.
+Shared by test_bad_inputs.py and the figures report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import weft
+from weft import Fabric, hookimpl
+from weft.errors import WeftError
+
+
+@dataclass
+class Case:
+    name: str
+    call: Callable[[Path], Any]
+    builtin: type
+    says: tuple[str, ...]  # each must appear in the message: the bad value, then what is accepted
+    needs: str | None = None  # a plugin distribution the case needs installed
+
+
+class _MetaAccelerator:
+    """Stands in for hardware without autocast (torch has none on the meta device)."""
+
+    name = "meta"
+
+    @hookimpl
+    def weft_accelerator_is_available(self):
+        return True
+
+    @hookimpl
+    def weft_accelerator_parse_devices(self, devices):
+        return [0]
+
+    @hookimpl
+    def weft_accelerator_get_device(self, index):
+        return torch.device("meta")
+
+
+def _cpu() -> Fabric:
+    return Fabric(accelerator="cpu", devices=1)
+
+
+def _trained(fabric: Fabric | None = None):
+    fabric = fabric or _cpu()
+    model = nn.Linear(2, 2)
+    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    return fabric, model, optimizer
+
+
+def _fsdp(body: Callable[[Fabric], Any]) -> Callable[[Path], Any]:
+    def call(tmp: Path) -> Any:
+        fabric = Fabric(accelerator="cpu", strategy="fsdp", devices=1)
+        try:
+            return body(fabric)
+        finally:
+            fabric._teardown()  # the one-process group must not outlive the case
+
+    return call
+
+
+def _opt_before_module(fabric: Fabric) -> None:
+    model = nn.Linear(2, 2)
+    fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def _stale_optimizer(fabric: Fabric) -> None:
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    fabric.setup_module(model)
+    fabric.setup_optimizers(optimizer)
+
+
+def _load_other_model(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    fabric.save(tmp / "a.ckpt", {"model": model})
+    fabric.load(tmp / "a.ckpt", {"model": fabric.setup(nn.Linear(3, 2))})
+
+
+class _UserConfig:
+    """An arbitrary user object pickled into a checkpoint."""
+
+
+def _load_arbitrary_objects(tmp: Path) -> None:
+    torch.save({"model": nn.Linear(2, 2).state_dict(), "config": _UserConfig()}, tmp / "o.ckpt")
+    _cpu().load(tmp / "o.ckpt", {})
+
+
+def _load_truncated(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    fabric.save(tmp / "t.ckpt", {"model": model})
+    data = (tmp / "t.ckpt").read_bytes()
+    (tmp / "t.ckpt").write_bytes(data[: len(data) // 2])
+    fabric.load(tmp / "t.ckpt", {"model": model})
+
+
+def _load_corrupt(tmp: Path) -> None:
+    (tmp / "c.ckpt").write_bytes(os.urandom(2048))
+    fabric, model, _ = _trained()
+    fabric.load(tmp / "c.ckpt", {"model": model})
+
+
+def _load_missing_entry(tmp: Path) -> None:
+    fabric, model, optimizer = _trained()
+    fabric.save(tmp / "k.ckpt", {"model": model})
+    fabric.load(tmp / "k.ckpt", {"model": model, "optimizer": optimizer})
+
+
+def _loader_bad_state(tmp: Path) -> None:
+    loader = _cpu().setup_dataloaders(DataLoader(TensorDataset(torch.zeros(4, 1))))
+    loader.load_state_dict({"position": 3})
+
+
+def _rng_other_world(tmp: Path) -> None:
+    two_ranks = {"format": 1, "world_size": 2, "ranks": [{}, {}]}
+    weft.RNGState().load_state_dict(two_ranks, rank=0, world_size=1)
+
+
+def _cli_conflict(tmp: Path) -> None:
+    os.environ["WEFT_CLI_STRATEGY"] = "ddp"
+    try:
+        Fabric(strategy="single_device")
+    finally:
+        del os.environ["WEFT_CLI_STRATEGY"]
+
+
+def _ddp_with_fsdp_option(tmp: Path) -> None:
+    from weft_ddp import DDPStrategy
+
+    DDPStrategy(sharding_strategy="FULL_SHARD")
+
+
+def _fsdp_bad_sharding(tmp: Path) -> None:
+    from weft_fsdp import FSDPStrategy
+
+    FSDPStrategy(sharding_strategy="HALF_SHARD")
+
+
+def _ddp_bad_timeout(tmp: Path) -> None:
+    from weft_ddp import DDPStrategy
+
+    DDPStrategy(timeout=-5)
+
+
+def _ddp_bad_start(tmp: Path) -> None:
+    from weft_ddp import DDPStrategy
+
+    DDPStrategy(start_method="thread")
+
+
+V = ValueError
+R = RuntimeError
+CASES = [
+    # ---- unknown or misspelled names
+    Case("accelerator misspelled", lambda t: Fabric(accelerator="cpuu"), V, ("'cpuu'", "Did you mean 'cpu'")),
+    Case("strategy misspelled", lambda t: Fabric(strategy="dpp"), V, ("'dpp'", "Did you mean 'ddp'")),
+    Case("precision misspelled", lambda t: Fabric(precision="16-mix"), V, ("'16-mix'", "16-mixed")),
+    Case("precision unknown number", lambda t: Fabric(precision=33), V, ("'33'", "32-true")),
+    Case("strategy unknown", lambda t: Fabric(strategy="horovod"), V, ("'horovod'", "single_device")),
+    Case("accelerator not on this machine", lambda t: Fabric(accelerator="cuda"), V, ("'cuda'", "Available: cpu"), "weft-accelerators"),
+    Case("accelerator mps not on this machine", lambda t: Fabric(accelerator="mps"), V, ("'mps'", "Available: cpu"), "weft-accelerators"),
+    # ---- devices / num_nodes values
+    Case("devices=0", lambda t: Fabric(accelerator="cpu", devices=0), V, ("devices=0", "positive number")),
+    Case("devices negative", lambda t: Fabric(accelerator="cpu", devices=-2), V, ("devices=-2", "positive number")),
+    Case("devices=-1 on cpu", lambda t: Fabric(accelerator="cpu", devices=-1), V, ("devices=-1", "pass a count")),
+    Case("devices unparsable text", lambda t: Fabric(accelerator="cpu", devices="two"), V, ("'two'", "'auto'")),
+    Case("devices indices on cpu", lambda t: Fabric(accelerator="cpu", devices=[0, 1]), V, ("[0, 1]", "number of processes")),
+    Case("devices empty list", lambda t: Fabric(accelerator="cpu", devices=[]), V, ("devices=[]", "non-negative device indices")),
+    Case("num_nodes=0", lambda t: Fabric(num_nodes=0), V, ("num_nodes=0", "positive int")),
+    Case("num_nodes negative", lambda t: Fabric(num_nodes=-1), V, ("num_nodes=-1", "positive int")),
+    Case("num_nodes without a launcher", lambda t: Fabric(accelerator="cpu", num_nodes=2).launch(), V, ("num_nodes=2", "weft run")),
+    Case("weft run flag conflicts with script", _cli_conflict, V, ("--strategy ddp", "strategy='single_device'")),
+    # ---- wrong types for every constructor argument
+    Case("accelerator int", lambda t: Fabric(accelerator=3), V, ("accelerator=3", "name (str)")),
+    Case("accelerator None", lambda t: Fabric(accelerator=None), V, ("accelerator=None", "name (str)")),
+    Case("strategy int", lambda t: Fabric(strategy=5), V, ("strategy=5", "name (str)")),
+    Case("strategy None", lambda t: Fabric(strategy=None), V, ("strategy=None", "name (str)")),
+    Case("devices float", lambda t: Fabric(devices=1.5), V, ("devices=1.5", "pass an int")),
+    Case("devices None", lambda t: Fabric(devices=None), V, ("devices=None", "pass an int")),
+    Case("devices bool", lambda t: Fabric(devices=True), V, ("devices=True", "pass an int")),
+    Case("num_nodes str", lambda t: Fabric(num_nodes="2"), V, ("num_nodes='2'", "positive int")),
+    Case("num_nodes float", lambda t: Fabric(num_nodes=1.0), V, ("num_nodes=1.0", "positive int")),
+    Case("precision None", lambda t: Fabric(precision=None), V, ("precision=None", "'32-true'")),
+    Case("precision bool", lambda t: Fabric(precision=True), V, ("precision=True", "'32-true'")),
+    Case("precision float", lambda t: Fabric(precision=16.0), V, ("precision=16.0", "'32-true'")),
+    Case("plugins str", lambda t: Fabric(plugins="ddp"), V, ("plugins='ddp'", "plugin object")),
+    Case("plugins int", lambda t: Fabric(plugins=42), V, ("plugins=42", "plugin object")),
+    Case("plugins without hooks", lambda t: Fabric(plugins=[object()]), V, ("<object object", "hookimpl")),
+    # ---- impossible combinations
+    Case("16-mixed on hardware without autocast", lambda t: Fabric(accelerator=_MetaAccelerator(), precision="16-mixed"), V, ("'16-mixed'", "'32-true'"), "weft-precision"),
+    Case("bf16-mixed on hardware without autocast", lambda t: Fabric(accelerator=_MetaAccelerator(), precision="bf16-mixed"), V, ("'bf16-mixed'", "'32-true'"), "weft-precision"),
+    Case("FSDP option on DDP", _ddp_with_fsdp_option, V, ("sharding_strategy", "fsdp"), "weft-ddp"),
+    Case("FSDP sharding strategy unknown", _fsdp_bad_sharding, V, ("'HALF_SHARD'", "FULL_SHARD"), "weft-fsdp"),
+    Case("DDP timeout negative", _ddp_bad_timeout, V, ("timeout=-5", "positive number of seconds"), "weft-ddp"),
+    Case("DDP start method unknown", _ddp_bad_start, V, ("'thread'", "spawn"), "weft-ddp"),
+    # ---- calls in the wrong order or on the wrong objects
+    Case("setup_optimizers before setup_module (FSDP)", _fsdp(_opt_before_module), R, ("setup_optimizers", "fabric.setup_module(model) first"), "weft-fsdp"),
+    Case("optimizer built before setup_module (FSDP)", _fsdp(_stale_optimizer), R, ("created before fabric.setup_module", "fabric.setup(model, optimizer)"), "weft-fsdp"),
+    Case("backward before any model is set up", lambda t: _cpu().backward(torch.ones(1, requires_grad=True).sum()), R, ("fabric.backward()", "fabric.setup(model, optimizer)")),
+    Case("setup twice", lambda t: (lambda f: f.setup(f.setup(nn.Linear(2, 2))))(_cpu()), R, ("already set up", "setup()")),
+    Case("setup a non-module", lambda t: _cpu().setup("model"), R, ("got str", "torch.nn.Module")),
+    Case("setup a non-optimizer", lambda t: _cpu().setup(nn.Linear(2, 2), "adam"), R, ("got str", "torch.optim.Optimizer")),
+    Case("setup_optimizers with nothing", lambda t: _cpu().setup_optimizers(), R, ("setup_optimizers()", "at least one optimizer")),
+    Case("setup_dataloaders with a list", lambda t: _cpu().setup_dataloaders([1, 2]), R, ("got list", "DataLoader")),
+    Case("all_reduce op unknown", lambda t: _cpu().all_reduce(torch.ones(1), reduce_op="avg"), V, ("'avg'", "sum, mean, max, min")),
+    Case("broadcast from a rank that does not exist", lambda t: _cpu().broadcast(1, src=5), V, ("src=5", "0..0")),
+    Case("clip_gradients with both limits", lambda t: (lambda f, m, o: f.clip_gradients(m, o, clip_val=1.0, max_norm=1.0))(*_trained()), V, ("clip_val", "exactly one of")),
+    Case("clip_gradients on an unwrapped model", lambda t: (lambda f, m, o: f.clip_gradients(nn.Linear(2, 2), o, max_norm=1.0))(*_trained()), R, ("clip_gradients()", "returned by fabric.setup()")),
+    Case("no_backward_sync on an unwrapped model", lambda t: _cpu().no_backward_sync(nn.Linear(2, 2)), R, ("no_backward_sync()", "returned by fabric.setup()")),
+    Case("launch twice", lambda t: (lambda f: (f.launch(), f.launch()))(_cpu()), R, ("already called", "once per Fabric")),
+    Case("launch a non-callable", lambda t: _cpu().launch(5), R, ("got int", "takes a function")),
+    Case("seed not an int", lambda t: Fabric.seed_everything("x"), V, ("'x'", "an int")),
+    Case("seed out of range", lambda t: Fabric.seed_everything(-1), V, ("-1", "[0, 2**32 - 1]")),
+    # ---- checkpoints
+    Case("save a non-dict", lambda t: _cpu().save(t / "x.ckpt", [1]), R, ("got list", "dict of state")),
+    Case("load into a non-dict", lambda t: _cpu().load(t / "x.ckpt", "model"), R, ("got str", "dict of state")),
+    Case("load a missing file", lambda t: _cpu().load(t / "nope.ckpt", {}), V, ("nope.ckpt", "No checkpoint")),
+    Case("load_raw a missing file", lambda t: _cpu().load_raw(t / "nope.pt", nn.Linear(2, 2)), V, ("nope.pt", "No checkpoint")),
+    Case("load a folder on a single-file strategy", lambda t: _cpu().load(t, {}), V, (str(Path("")), "weft consolidate")),
+    Case("load a corrupt file", _load_corrupt, V, ("c.ckpt", "not a readable checkpoint")),
+    Case("load a truncated file", _load_truncated, V, ("t.ckpt", "corrupt or truncated")),
+    Case("load a checkpoint of a different model", _load_other_model, V, ("'model'", "size mismatch")),
+    Case("load with an entry the checkpoint lacks", _load_missing_entry, V, ("['optimizer']", "strict=False")),
+    Case("load arbitrary objects with weights_only", _load_arbitrary_objects, V, ("o.ckpt", "weights_only=False")),
+    Case("loader state of the wrong shape", _loader_bad_state, V, ("'position'", "'batches_consumed'")),
+    Case("RNG states of another world size", _rng_other_world, V, ("2 processes", "this run has 1")),
+]
+
+
+def installed(distribution: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+class _Hang(Exception):
+    pass
+
+
+def run_case(case: Case, tmp: Path, limit_s: int = 30) -> tuple[bool, str]:
+    """Run one case; ``(clear, description)``: clear when it raised a weft error of the right built-in
+    type, in time, with every expected text in its message."""
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Hang(f"no answer within {limit_s}s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(limit_s)
+    try:
+        case.call(tmp)
+    except _Hang as exc:
+        return False, f"hung: {exc}"
+    except Exception as exc:  # noqa: BLE001 - classifying whatever came out is the point
+        message = str(exc)
+        problems = []
+        if not isinstance(exc, WeftError):
+            problems.append(f"{type(exc).__name__} is not a weft error")
+        if not isinstance(exc, case.builtin):
+            problems.append(f"{type(exc).__name__} is not a {case.builtin.__name__}")
+        problems += [f"message lacks {text!r}" for text in case.says if text not in message]
+        described = f"{type(exc).__name__}: {message}"
+        return (not problems), ("; ".join(problems) + " -- " if problems else "") + described
+    else:
+        return False, "no error raised"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
