@@ -106,6 +106,20 @@ def convert(doc: str, known: set[str]) -> str:
     return convert_roles(text, known)
 
 
+_SENTINEL_DEFAULT = re.compile(r"^_Default(?:Int)?\((.*)\)$")
+
+
+def _show_plain_defaults(obj: Any) -> None:
+    """``Fabric(strategy=_Default('auto'))`` -> ``'auto'``: the marker only means 'left unset'."""
+    function = obj.members.get("__init__") if obj.is_class else obj if obj.is_function else None
+    if function is None or not getattr(function, "is_function", False):
+        return
+    for parameter in function.parameters:
+        match = _SENTINEL_DEFAULT.match(str(parameter.default)) if parameter.default is not None else None
+        if match:
+            parameter.default = match.group(1)
+
+
 class SphinxToMarkdown(griffe.Extension):
     """Rewrite each docstring once its object is loaded."""
 
@@ -121,6 +135,7 @@ class SphinxToMarkdown(griffe.Extension):
         # Every object of the package is known now, so links can be checked against them.
         known = {o.path for o in self._objects if o.path.startswith(LINKABLE_PREFIXES)}
         for obj in self._objects:
+            _show_plain_defaults(obj)
             value = obj.docstring.value
             if obj.is_class and "__init__" not in obj.members:
                 # attrs classes: griffe sees no __init__, so their :param: fields are documented as fields.

@@ -56,3 +56,17 @@ def test_docs_link_named_in_messages_exists() -> None:
 
     assert not DOCS.startswith(("http://", "https://")), "DOCS should name the pages in this repository"
     assert (ROOT / DOCS / "plugins.md").is_file()
+
+
+def test_hook_page_lists_the_required_hooks() -> None:
+    """docs/hooks.md names, per kind, the hooks the conformance kit requires: no more, no fewer."""
+    import re
+
+    from weft.testing import REQUIRED_HOOKS
+
+    text = (ROOT / "docs" / "hooks.md").read_text(encoding="utf-8")
+    for kind, hooks in REQUIRED_HOOKS.items():
+        line = re.search(rf"^- {kind}: (.*?)(?=^- |^\s*$)", text, flags=re.M | re.S)
+        assert line, f"docs/hooks.md has no '- {kind}:' entry"
+        listed = re.findall(r"`(weft_\w+)`", line.group(1))
+        assert sorted(listed) == sorted(hooks), f"{kind}: docs list {listed}, the kit requires {list(hooks)}"
