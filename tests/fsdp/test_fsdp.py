@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,32 @@ def torchrun(nprocs: int, *args, timeout: int = 150) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The seed's FSDP example trained on 2 ranks, per precision (run once, read by several tests)."""
+    reports = {}
+
+    def get(precision):
+        if precision not in registry.names("precisions"):
+            pytest.skip(f"{precision} needs weft-precision")
+        if precision not in reports:
+            out = tmp_path_factory.mktemp("fsdp-train") / "train.json"
+            reports[precision] = torchrun(2, "train", precision, out)
+        return reports[precision]
+
+    return get
+
+
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_seed_example_trains_sharded(precision, tmp_path):
-    if precision not in registry.names("precisions"):
-        pytest.skip(f"{precision} needs weft-precision")
-    report = torchrun(2, "train", precision, tmp_path / "train.json")
+def test_seed_example_trains_sharded(precision, trained):
+    report = trained(precision)
     # Each rank holds half of the parameter elements (dim-0 shards; rounding at most a few rows).
     assert sum(report["local"]) == report["total"]
     for local in report["local"]:
         assert abs(local - report["total"] / 2) <= 0.02 * report["total"]
     losses = report["losses"]
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert len(losses) == 10 and losses[-1] < 0.5 * losses[0], losses
     # Activation checkpointing: each layer runs forward once, then again during backward.
     assert report["after_forward"] == {"0": 1, "1": 1}
     assert report["after_backward"] == {"0": 2, "1": 2}
@@ -46,20 +59,40 @@ def test_seed_example_trains_sharded(precision, tmp_path):
     assert report["norm"] == pytest.approx(report["reference_norm"], rel=1e-5)
     assert abs(report["local_norm"] - report["reference_norm"]) > 1e-3
     assert report["clipped_norm"] == pytest.approx(0.5 * report["reference_norm"], rel=1e-4)
+    # Mixed precision comes from the precision plugin: fp32 parameters and gradients, compute in its dtype.
     assert report["param_dtypes"] == ["torch.float32"] and report["grad_dtypes"] == ["torch.float32"]
     expected_compute = "torch.bfloat16" if precision == "bf16-mixed" else "torch.float32"
     assert report["compute_dtypes"] == [expected_compute]
 
 
 @pytest.mark.timeout(200)
-def test_fsdp_matches_ddp_in_fp32(tmp_path):
+def test_fsdp_matches_ddp_in_fp32(trained, tmp_path):
     if "ddp" not in registry.names("strategies"):
         pytest.skip("the differential needs weft-ddp")
-    fsdp = torchrun(2, "diff", "fsdp", tmp_path / "fsdp.json")["losses"]
+    fsdp = trained("32-true")["losses"]
     ddp = torchrun(2, "diff", "ddp", tmp_path / "ddp.json")["losses"]
     assert len(fsdp) == len(ddp) == 10
     assert max(abs(a - b) for a, b in zip(fsdp, ddp)) <= 1e-5, (fsdp, ddp)
     assert fsdp[-1] < fsdp[0]
+
+
+@pytest.mark.timeout(200)
+def test_setup_order_empty_init_accumulation_and_sharding_strategies(tmp_path):
+    report = torchrun(2, "misc", "-", tmp_path / "misc.json")
+    # Optimizer before its model, or built from the unsharded parameters: told what to do.
+    assert "call fabric.setup_module(model) first" in report["optimizer_first"]
+    assert "fabric.setup(model, optimizer)" in report["optimizer_first"]
+    assert "created before fabric.setup_module(model)" in report["stale_optimizer"]
+    # empty_init: meta first, then only the local half is allocated and initialised.
+    assert report["meta_before"] is True and report["meta_after"] is False
+    assert report["lazy_local_fraction"] == 0.5
+    assert report["lazy_finite"] and report["lazy_loss_finite"]
+    # no_backward_sync: nothing reduced in the skipped micro-step, and the sum is exact afterwards.
+    assert report["grads_after_skipped_sync"] == 0
+    assert report["accumulation_error"] <= 1e-6
+    expected = {"FULL_SHARD": 0.5, "SHARD_GRAD_OP": 0.5, "NO_SHARD": 1.0, "HYBRID_1x2": 0.5, "HYBRID_2x1": 1.0}
+    for label, fraction in expected.items():
+        assert report[label] == {"fraction": fraction, "improved": True}, label
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +141,26 @@ def test_sharded_checkpoint_loads_at_another_world_size(saved, world, tmp_path):
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("form", ["positional", "--output"])
-def test_consolidate_equals_full_save(saved, form, tmp_path):
+def test_consolidate_equals_full_save(saved, form, tmp_path, capsys):
+    from weft.cli import main
+
     folder, _ = saved
     out = tmp_path / "consolidated.pt"
     target = [str(out)] if form == "positional" else ["--output", str(out)]
-    run_python(["-m", "weft.cli", "consolidate", str(folder / "sharded"), *target], timeout=60)
+    assert main(["consolidate", str(folder / "sharded"), *target]) == 0
+    assert str(out) in capsys.readouterr().out
     consolidated = torch.load(out, weights_only=True)
     full = torch.load(folder / "full.pt", weights_only=True)
     _assert_same(consolidated, full)
+
+
+def test_consolidate_refuses_what_is_not_a_sharded_folder(saved, tmp_path, capsys):
+    from weft.cli import main
+
+    folder, _ = saved
+    assert main(["consolidate", str(folder / "full.pt"), str(tmp_path / "x.pt")]) == 2
+    assert "not a sharded checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def _assert_same(a, b, where="checkpoint"):

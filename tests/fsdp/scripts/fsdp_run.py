@@ -4,6 +4,7 @@
     fsdp_run.py diff STRATEGY OUT        10 fp32 steps under 'fsdp' or 'ddp' (losses only)
     fsdp_run.py save DIR OUT             train, then sharded + full saves, then a rank-0-only save
     fsdp_run.py load DIR OUT             restore DIR's checkpoints at this world size and compare
+    fsdp_run.py misc - OUT               setup order errors, empty_init, no_backward_sync, sharding strategies
 """
 
 from __future__ import annotations
@@ -92,16 +93,19 @@ def train(precision, out):
     for h in handles:
         h.remove()
     grad_dtypes = sorted({str(p.grad.dtype) for p in model.parameters()})
+    optimizer.step()
+    optimizer.zero_grad()
+    losses = [float(fabric.all_reduce(loss.detach(), reduce_op="mean"))]
+    losses += train_steps(fabric, model, optimizer, 9, start=1)  # 10 unclipped steps: comparable with DDP
 
     # The clipping norm must be the norm of the whole gradient, not of this rank's shard.
+    fabric.backward(loss_of(model, 10, fabric.global_rank, fabric.device))
     reference = math.sqrt(sum(float(p.grad.full_tensor().double().pow(2).sum()) for p in model.parameters()))
     local_only = math.sqrt(sum(float(p.grad.to_local().double().pow(2).sum()) for p in model.parameters()))
     norm = float(fabric.clip_gradients(model, optimizer, max_norm=0.5 * reference))
     clipped = math.sqrt(sum(float(p.grad.full_tensor().double().pow(2).sum()) for p in model.parameters()))
     optimizer.step()
     optimizer.zero_grad()
-    losses = [float(fabric.all_reduce(loss.detach(), reduce_op="mean"))]
-    losses += train_steps(fabric, model, optimizer, 11, start=1)
     locals_ = fabric.all_gather(torch.tensor(local)).tolist()
     write(fabric, out, {
         "world": fabric.world_size, "total": total, "local": locals_, "losses": losses,
@@ -205,6 +209,82 @@ def load(folder, out):
     write(fabric, out, report)
 
 
+def misc(_, out):
+    from weft.errors import MisuseError
+
+    fabric = make_fabric(FSDPStrategy(auto_wrap_policy={nn.TransformerDecoderLayer}))
+    rank = fabric.global_rank
+    report = {}
+
+    # Optimizers must be set up after their model, from the sharded parameters.
+    torch.manual_seed(0)
+    model = TinyDecoder()
+    early = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        fabric.setup_optimizers(early)
+    except MisuseError as exc:
+        report["optimizer_first"] = str(exc)
+    model = fabric.setup_module(model)
+    try:
+        fabric.setup_optimizers(early)
+    except MisuseError as exc:
+        report["stale_optimizer"] = str(exc)
+    fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=0.1))
+
+    # empty_init: built on the meta device, then only the local shard is allocated.
+    with fabric.init_module(empty_init=True):
+        lazy = TinyDecoder()
+    report["meta_before"] = all(p.is_meta for p in lazy.parameters())
+    total = sum(p.numel() for p in lazy.parameters())
+    lazy = fabric.setup_module(lazy)
+    report["meta_after"] = any(p.is_meta or p.to_local().is_meta for p in lazy.parameters())
+    report["lazy_local_fraction"] = sum(p.to_local().numel() for p in lazy.parameters()) / total
+    report["lazy_finite"] = all(bool(torch.isfinite(p.to_local()).all()) for p in lazy.parameters())
+    lazy_loss = loss_of(lazy, 0, rank, fabric.device)
+    fabric.backward(lazy_loss)
+    report["lazy_loss_finite"] = bool(torch.isfinite(lazy_loss))
+
+    # no_backward_sync: the first micro-step reduces nothing; after the second, the gradient
+    # equals that of both micro-batches' losses summed in one backward.
+    def fresh():
+        torch.manual_seed(1)
+        return fabric.setup_module(TinyDecoder())
+
+    accumulated = fresh()
+    with fabric.no_backward_sync(accumulated):
+        fabric.backward(loss_of(accumulated, 0, rank, fabric.device))
+    report["grads_after_skipped_sync"] = sum(p.grad is not None for p in accumulated.parameters())
+    fabric.backward(loss_of(accumulated, 1, rank, fabric.device))
+    reference = fresh()
+    fabric.backward(loss_of(reference, 0, rank, fabric.device) + loss_of(reference, 1, rank, fabric.device))
+    report["accumulation_error"] = max(
+        float((a.grad.full_tensor() - b.grad.full_tensor()).abs().max())
+        for a, b in zip(accumulated.parameters(), reference.parameters())
+    )
+
+    # Every sharding strategy trains; the fraction of elements each rank holds shows the layout.
+    for label, options in {
+        "FULL_SHARD": {},
+        "SHARD_GRAD_OP": {"sharding_strategy": "SHARD_GRAD_OP"},
+        "NO_SHARD": {"sharding_strategy": "NO_SHARD"},
+        "HYBRID_1x2": {"sharding_strategy": "HYBRID_SHARD", "device_mesh": (1, 2)},
+        "HYBRID_2x1": {"sharding_strategy": "HYBRID_SHARD", "device_mesh": (2, 1)},
+    }.items():
+        strategy = FSDPStrategy(auto_wrap_policy={nn.TransformerDecoderLayer}, **options)
+        torch.manual_seed(0)
+        net = TinyDecoder()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        net, optimizer = strategy.weft_strategy_setup_module_and_optimizers(fabric, net, [optimizer])
+        optimizer = optimizer[0]
+        fraction = sum(p.to_local().numel() for p in net.parameters()) / sum(p.numel() for p in net.parameters())
+        first = loss_of(net, 0, rank, fabric.device)
+        first.backward()
+        optimizer.step()
+        second = loss_of(net, 0, rank, fabric.device)
+        report[label] = {"fraction": fraction, "improved": bool(second < first)}
+    write(fabric, out, report)
+
+
 if __name__ == "__main__":
     mode, arg, out = sys.argv[1:4]
-    {"train": train, "diff": diff, "save": save, "load": load}[mode](arg, out)
+    {"train": train, "diff": diff, "save": save, "load": load, "misc": misc}[mode](arg, out)
