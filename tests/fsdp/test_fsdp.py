@@ -78,7 +78,10 @@ def test_fsdp_matches_ddp_in_fp32(trained, tmp_path):
 
 @pytest.mark.timeout(200)
 def test_setup_order_empty_init_accumulation_and_sharding_strategies(tmp_path):
-    report = torchrun(2, "misc", "-", tmp_path / "misc.json")
+    # Launched the way users launch: `python script.py` calling fabric.launch() with devices=2.
+    out = tmp_path / "misc.json"
+    run_python([SCRIPT, "misc", "-", out], timeout=150, env={"FSDP_TEST_DEVICES": "2"})
+    report = json.loads(out.read_text())
     # Optimizer before its model, or built from the unsharded parameters: told what to do.
     assert "call fabric.setup_module(model) first" in report["optimizer_first"]
     assert "fabric.setup(model, optimizer)" in report["optimizer_first"]

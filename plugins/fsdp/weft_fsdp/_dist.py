@@ -1,9 +1,13 @@
-"""Process-group plumbing the FSDP strategy needs: start the group, and make every rank
-agree to enter an all-rank operation (a checkpoint) within a bounded time.
+"""Making every rank agree to enter an all-rank operation (a checkpoint save or load)
+within a bounded time.
 
-The agreement uses the process group's key-value store with keys named after the
-operation, so a rank that is inside a *different* collective cannot be mistaken
-for one that arrived, and the error names the ranks that are missing.
+A plain barrier is not enough here: under the seed's ``if fabric.is_global_zero:
+fabric.save(...)`` guard, rank 0 would wait in save while rank 1 waits in some later
+barrier, and the two barriers would match each other, letting rank 0 run into DCP's
+collectives alone. The agreement uses the process group's key-value store with keys
+named after the operation, so only ranks entering the *same* operation count, and the
+error names the ranks that are missing. (The process group itself and Fabric's
+collectives come from :mod:`weft.distributed`.)
 """
 
 from __future__ import annotations
@@ -13,38 +17,19 @@ import os
 import time
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
-from weft.errors import CollectiveTimeoutError, MisuseError
+from weft.errors import CollectiveTimeoutError
 
 
-def as_timedelta(timeout: float | datetime.timedelta) -> datetime.timedelta:
+def collective_timeout(timeout: float | datetime.timedelta | None) -> datetime.timedelta:
+    """The strategy's ``timeout`` as a ``timedelta``; ``None`` gives weft's collective timeout."""
+    from weft import distributed as wdist
+
+    if timeout is None:
+        env = os.environ.get(wdist.COLLECTIVE_TIMEOUT_ENV)
+        return datetime.timedelta(seconds=float(env)) if env else wdist.DEFAULT_COLLECTIVE_TIMEOUT
     return timeout if isinstance(timeout, datetime.timedelta) else datetime.timedelta(seconds=float(timeout))
-
-
-def init_process_group(fabric: Any, backend: str, timeout: datetime.timedelta) -> None:
-    """Join (or create) the default process group of ``fabric.world_size`` ranks, over TCP on the
-    environment's main address."""
-    if dist.is_initialized():
-        return
-    hook = fabric.hook
-    address = hook.weft_environment_main_address() or "127.0.0.1"
-    port = hook.weft_environment_main_port()
-    # Child processes of a launcher read these too (e.g. DCP's own helpers).
-    os.environ.setdefault("MASTER_ADDR", str(address))
-    os.environ.setdefault("MASTER_PORT", str(port))
-    kwargs: dict[str, Any] = {}
-    if backend == "nccl" and fabric.device.type == "cuda":
-        kwargs["device_id"] = fabric.device
-    dist.init_process_group(
-        backend,
-        init_method=f"tcp://{address}:{port}",
-        rank=fabric.global_rank,
-        world_size=fabric.world_size,
-        timeout=timeout,
-        **kwargs,
-    )
 
 
 class Agreement:
@@ -83,24 +68,3 @@ class Agreement:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
-
-
-def require_group(what: str) -> None:
-    if not dist.is_initialized():
-        raise MisuseError(f"{what} needs the process group: call fabric.launch() first")
-
-
-def reduce_op(name: str) -> Any:
-    return {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN, "mean": dist.ReduceOp.SUM}[name]
-
-
-def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
-    out = tensor.clone()
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return out
-    if op == "mean" and not out.is_floating_point():
-        out = out.double()
-    dist.all_reduce(out, op=reduce_op(op))
-    if op == "mean":
-        out /= dist.get_world_size()
-    return out

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from weft.errors import ConfigurationError, LaunchError, MisuseError
+from weft import distributed as wdist
+from weft.errors import ConfigurationError, MisuseError
 from weft.hookspecs import hookimpl
 
 from weft_fsdp import _checkpoint, _dist, _sharding
@@ -59,7 +60,8 @@ class FSDPStrategy:
         which each rank writes its own shards; ``"full"``: rank 0 writes one file that plain
         ``torch.load`` reads.
     :param timeout: seconds (or a ``timedelta``) a rank waits for the others, both in the
-        process group's collectives and when entering a checkpoint save or load.
+        process group's collectives and when entering a checkpoint save or load; ``None``
+        for weft's collective timeout (``WEFT_COLLECTIVE_TIMEOUT``, else 600 s).
     :param process_group_backend: ``"gloo"``, ``"nccl"``...; ``None`` asks the accelerator.
     :param device_mesh: ``(replicas, shard_size)`` for ``HYBRID_SHARD``.
 
@@ -72,7 +74,7 @@ class FSDPStrategy:
     reshard_after_forward: bool | int | None = None
     sharding_strategy: str = attrs.field(default="FULL_SHARD", converter=_sharding.normalize_sharding_strategy)
     state_dict_type: str = "sharded"
-    timeout: float | datetime.timedelta = 1800.0
+    timeout: float | datetime.timedelta | None = None
     process_group_backend: str | None = None
     device_mesh: tuple[int, int] | None = None
     name: str = attrs.field(default="fsdp", kw_only=True, repr=False)
@@ -102,32 +104,25 @@ class FSDPStrategy:
 
     @property
     def _timeout(self) -> datetime.timedelta:
-        return _dist.as_timedelta(self.timeout)
+        return _dist.collective_timeout(self.timeout)
 
     @hookimpl
     def weft_strategy_launch(self, fabric, function):
-        try:
-            from weft.launch import launch_processes
-        except ImportError:
-            raise LaunchError(
-                "This weft cannot start processes itself yet: start them with torchrun "
-                "(python -m torch.distributed.run --nproc-per-node N script.py) or `weft run`."
-            ) from None
+        from weft.launch import launch_processes
+
         return launch_processes(fabric, function)
 
     @hookimpl
     def weft_strategy_setup_environment(self, fabric):
-        backend = self.process_group_backend or fabric.hook.weft_accelerator_process_group_backend(device=fabric.device)
-        backend = backend or ("nccl" if fabric.device.type == "cuda" else "gloo")
         self._owns_group = not dist.is_initialized()
-        _dist.init_process_group(fabric, backend, self._timeout)
+        wdist.init_process_group(fabric, backend=self.process_group_backend, collective_timeout=self._timeout)
 
     @hookimpl
     def weft_strategy_teardown(self, fabric):
         self._modules.clear()
         self._mesh = None
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if self._owns_group:
+            wdist.destroy_process_group()
         self._owns_group = False
 
     @hookimpl
@@ -244,27 +239,19 @@ class FSDPStrategy:
 
     @hookimpl
     def weft_strategy_all_reduce(self, fabric, tensor, reduce_op):
-        return _dist.all_reduce(tensor, reduce_op)
+        return wdist.all_reduce(tensor, reduce_op)
 
     @hookimpl
     def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        if sync_grads:
-            import torch.distributed.nn.functional as dist_fn
-
-            return torch.stack(dist_fn.all_gather(tensor))
-        out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, tensor)
-        return torch.stack(out)
+        return wdist.all_gather(tensor, sync_grads=sync_grads)
 
     @hookimpl
     def weft_strategy_broadcast(self, fabric, obj, src):
-        box = [obj]
-        dist.broadcast_object_list(box, src)
-        return box
+        return [wdist.broadcast_object(obj, src)]
 
     @hookimpl
     def weft_strategy_barrier(self, fabric, name):
-        self._agreement.enter(f"barrier({name or ''})", self._timeout)
+        wdist.barrier(name)
         return True
 
     # ------------------------------------------------------------------ checkpoints

@@ -24,7 +24,7 @@ from tiny import TinyDecoder, loss_of  # noqa: E402
 from weft import Fabric  # noqa: E402
 from weft_fsdp import FSDPStrategy  # noqa: E402
 
-WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+WORLD = int(os.environ.get("WORLD_SIZE", os.environ.get("FSDP_TEST_DEVICES", "1")))
 
 
 def seed_strategy(**kwargs):
@@ -146,10 +146,10 @@ def save(folder, out):
         except Exception as exc:  # noqa: BLE001 - the report says which error it was
             report["rank0_error"] = f"{type(exc).__name__}: {exc}"
         report["rank0_seconds"] = time.monotonic() - start
-    else:
-        fabric.strategy.timeout = 120  # wait here for rank 0 to give up, however long that takes
     report["guarded_exists"] = os.path.exists(os.path.join(folder, "guarded"))
-    fabric.barrier("done")
+    from weft import distributed
+
+    distributed.barrier("done", timeout=120)  # rank 1 waits here for rank 0 to give up
     write(fabric, out, report)
 
 
