@@ -160,11 +160,17 @@ def pages() -> list[Path]:
     return sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
 
 
-def collect() -> list[Sample]:
-    """The samples that run: every block of the docs pages, the Python blocks of the README."""
+def collect() -> tuple[list[Sample], dict[str, str]]:
+    """The samples that run (every block of the docs pages, the Python blocks of the README),
+    and for each page that cannot be read, why (so one malformed page fails alone)."""
     out: list[Sample] = []
+    errors: dict[str, str] = {}
     for path in pages():
-        samples = parse(path)
+        try:
+            samples = parse(path)
+        except SampleError as exc:
+            errors[path.relative_to(ROOT).as_posix()] = str(exc)
+            continue
         if path.name == "README.md":
             # The README's shell blocks install packages and launch a script of the reader's own
             # (`train.py`); the launching page runs the same commands on a real script.
@@ -172,4 +178,4 @@ def collect() -> list[Sample]:
             for s in samples:
                 s.code = README_PRELUDE + s.code
         out += [s for s in samples if s.language not in READ_ONLY_LANGUAGES]
-    return out
+    return out, errors

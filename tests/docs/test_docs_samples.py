@@ -19,9 +19,10 @@ from typing import Callable
 
 import pytest
 
-from docs_samples import Sample, collect
+from docs_samples import ROOT, Sample, collect, pages
 
-SAMPLES = collect()
+SAMPLES, PAGE_ERRORS = collect()
+PAGES = [p.relative_to(ROOT).as_posix() for p in pages()]
 # At most this many blocks may be skipped: a skip must stay the exception (GPU, cluster, installs).
 MAX_SKIPPED = 8
 
@@ -146,6 +147,13 @@ def test_sample_runs(sample: Sample, runner: PageRunner) -> None:
     output = result.stdout + result.stderr
     for text in sample.expect:
         assert text in output, f"{sample.id}: expected {text!r} in the output\n{shown}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_blocks_are_checkable(page: str) -> None:
+    """Every block names a language the runner knows, and every directive is well formed."""
+    if page in PAGE_ERRORS:
+        pytest.fail(PAGE_ERRORS[page])
 
 
 def test_skips_are_few_and_explained() -> None:
