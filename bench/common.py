@@ -65,6 +65,19 @@ def timed(function: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def timed_both(function: Callable[[], Any]) -> tuple[float, float]:
+    """``(wall seconds, CPU seconds of this process)`` for one call. On a machine shared with other
+    work, CPU time is far steadier than wall time: time spent preempted is not counted."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def column(samples: dict[str, list[tuple[float, ...]]], index: int) -> dict[str, list[float]]:
+    """One element of tuple-valued samples (e.g. the CPU times of ``timed_both``)."""
+    return {name: [value[index] for value in values] for name, values in samples.items()}
+
+
 def emit(result: dict[str, Any]) -> None:
     """Hand a worker's result to the runner (one line on stdout)."""
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.common import alternate, anchor_installed, emit, median, spread, timed
+from bench.common import alternate, anchor_installed, column, emit, median, spread, timed_both
 
 STEPS_PER_REP = 20
 CHECK_STEPS = 10
@@ -96,7 +96,7 @@ def main() -> None:
     def runner(variant: Variant):
         def run() -> float:
             dist.barrier()  # start together, so no variant pays for the other rank's lag
-            return timed(lambda: [variant.step(x, y) for x, y in batches]) / STEPS_PER_REP
+            return tuple(t / STEPS_PER_REP for t in timed_both(lambda: [variant.step(x, y) for x, y in batches]))
 
         return run
 
@@ -105,8 +105,10 @@ def main() -> None:
     if rank == 0:
         emit(
             {
-                "per_step_s": {name: median(values) for name, values in samples.items()},
-                "spread": {name: spread(values) for name, values in samples.items()},
+                "per_step_s": {name: median(values) for name, values in column(samples, 0).items()},
+                "cpu_per_step_s": {name: median(values) for name, values in column(samples, 1).items()},
+                "spread": {name: spread(values) for name, values in column(samples, 0).items()},
+                "cpu_spread": {name: spread(values) for name, values in column(samples, 1).items()},
                 "loss_max_abs_diff": max_diff,
                 "loss_identical": identical,
                 "check_losses": {name: values[:3] for name, values in losses.items()},

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bench.common import alternate, emit, median, spread, timed
+from bench.common import alternate, column, emit, median, spread, timed_both
 
 STEPS_PER_REP = 10
 CHECK_STEPS = 5
@@ -112,7 +112,7 @@ def main() -> None:
     def runner(variant: Variant):
         def run() -> float:
             dist.barrier()
-            return timed(lambda: [variant.step(x, y) for x, y in batches]) / STEPS_PER_REP
+            return tuple(t / STEPS_PER_REP for t in timed_both(lambda: [variant.step(x, y) for x, y in batches]))
 
         return run
 
@@ -122,8 +122,10 @@ def main() -> None:
     if rank == 0:
         emit(
             {
-                "per_step_s": {name: median(values) for name, values in samples.items()},
-                "spread": {name: spread(values) for name, values in samples.items()},
+                "per_step_s": {name: median(values) for name, values in column(samples, 0).items()},
+                "cpu_per_step_s": {name: median(values) for name, values in column(samples, 1).items()},
+                "spread": {name: spread(values) for name, values in column(samples, 0).items()},
+                "cpu_spread": {name: spread(values) for name, values in column(samples, 1).items()},
                 "loss_max_abs_diff": max_diff,
                 "memory_per_rank": gathered,
                 "memory_total": total,

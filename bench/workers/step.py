@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bench.common import alternate, anchor_installed, emit, median, spread, timed
+from bench.common import alternate, anchor_installed, column, emit, median, spread, timed_both
 
 BATCHES = 50
 BATCH_SIZE = 64
@@ -85,16 +85,19 @@ def main() -> None:
     for name, builder in builders.items():
         try:
             epoch = builder(base, data)
-            variants[name] = lambda epoch=epoch: timed(epoch) / BATCHES
+            variants[name] = lambda epoch=epoch: tuple(t / BATCHES for t in timed_both(epoch))
         except Exception as exc:  # noqa: BLE001 - an anchor that fails to set up is reported, not fatal
             if name in ("torch", "weft"):
                 raise
             errors[name] = f"{type(exc).__name__}: {exc}"
     samples = alternate(variants, reps=args.reps, warmup=2)
+    wall, cpu = column(samples, 0), column(samples, 1)
     emit(
         {
-            "per_step_s": {name: median(values) for name, values in samples.items()},
-            "spread": {name: spread(values) for name, values in samples.items()},
+            "per_step_s": {name: median(values) for name, values in wall.items()},
+            "cpu_per_step_s": {name: median(values) for name, values in cpu.items()},
+            "spread": {name: spread(values) for name, values in wall.items()},
+            "cpu_spread": {name: spread(values) for name, values in cpu.items()},
             "steps_per_rep": BATCHES,
             "reps": args.reps,
             "errors": errors,

@@ -103,6 +103,11 @@ class _FabricOptimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return self._weft_step(closure)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        # Called every step: run it on the user's optimizer, not inherited with this wrapper as
+        # `self` (each attribute it reads would miss here and fall through __getattr__, ~3 us).
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
     def state_dict(self) -> dict[str, Any]:
         return self._optimizer.state_dict()
 
