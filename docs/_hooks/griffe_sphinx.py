@@ -120,6 +120,10 @@ def _show_plain_defaults(obj: Any) -> None:
             parameter.default = match.group(1)
 
 
+def _is_attrs(cls: Any) -> bool:
+    return any(str(d.value).split("(")[0] in ("attrs.define", "attrs.frozen", "attrs.mutable", "attr.s", "define", "frozen") for d in cls.decorators)
+
+
 class SphinxToMarkdown(griffe.Extension):
     """Rewrite each docstring once its object is loaded."""
 
@@ -137,8 +141,9 @@ class SphinxToMarkdown(griffe.Extension):
         for obj in self._objects:
             _show_plain_defaults(obj)
             value = obj.docstring.value
-            if obj.is_class and "__init__" not in obj.members:
-                # attrs classes: griffe sees no __init__, so their :param: fields are documented as fields.
+            if obj.is_class and ("__init__" not in obj.members or _is_attrs(obj)):
+                # attrs classes: griffe cannot see the generated __init__'s parameters, so their
+                # :param: fields are documented as the class's attributes.
                 value = re.sub(r"^:param ", ":ivar ", value, flags=re.M)
             if obj.is_function and any("firstresult=True" in str(d.value) for d in obj.decorators):
                 value = _FIRST_RESULT + "\n\n" + value if "\n" not in value else value.replace("\n", "\n\n" + _FIRST_RESULT + "\n", 1)
