@@ -285,7 +285,7 @@ def _enter(group: _Group, op: str, tensor: torch.Tensor | None = None, **details
     if group.store is None:
         return seq
     if not group.debug:
-        group.store.set(f"arrive/{group.rank}", str(seq))
+        group.store.set(f"arrive/{group.rank}", f"{seq}:{op}")
         return seq
     signature: dict[str, Any] = {"op": op}
     if tensor is not None:
@@ -295,7 +295,7 @@ def _enter(group: _Group, op: str, tensor: torch.Tensor | None = None, **details
     signature["site"] = _call_site()
     store = group.store
     store.set(f"sig/{seq}/{group.rank}", pickle.dumps(signature))
-    store.set(f"arrive/{group.rank}", str(seq))
+    store.set(f"arrive/{group.rank}", f"{seq}:{op}")
     keys = [f"sig/{seq}/{r}" for r in range(group.world_size)]
     try:
         store.wait(keys, group.collective_timeout)
@@ -319,26 +319,38 @@ def _enter(group: _Group, op: str, tensor: torch.Tensor | None = None, **details
     return seq
 
 
-def _missing_ranks(group: _Group, seq: int) -> list[int] | None:
-    """Ranks whose arrival mark is older than collective ``seq``; ``None`` when the store cannot tell."""
+def _arrivals(group: _Group) -> dict[int, tuple[int, str]] | None:
+    """Each rank's latest arrival mark: (collective number, operation); ``None`` when the store cannot tell."""
     if group.store is None:
         return None
     try:
-        missing = []
+        marks = {}
         for r in range(group.world_size):
             key = f"arrive/{r}"
-            count = int(group.store.get(key)) if group.store.check([key]) else 0
-            if count < seq:
-                missing.append(r)
-        return missing
+            value = group.store.get(key).decode() if group.store.check([key]) else "0:"
+            count, _, op = value.partition(":")
+            marks[r] = (int(count), op)
+        return marks
     except (RuntimeError, dist.DistError, ValueError):
         return None
 
 
+def _missing_ranks(group: _Group, seq: int, op: str | None = None) -> list[int] | None:
+    """Ranks that have not reached collective ``seq`` as the operation ``op``; ``None`` when unknown."""
+    marks = _arrivals(group)
+    if marks is None:
+        return None
+    return [r for r, (count, their_op) in marks.items() if count < seq or (op and count == seq and their_op != op)]
+
+
 def _timeout_error(group: _Group, op: str, seq: int, timeout: datetime.timedelta, exc: BaseException) -> CollectiveTimeoutError:
-    missing = _missing_ranks(group, seq)
+    marks = _arrivals(group)
+    missing = _missing_ranks(group, seq, op)
     if missing:
-        who = f"rank(s) {missing} never reached it"
+        where = ", ".join(
+            f"rank {r} is at collective #{marks[r][0]} ({marks[r][1] or 'none yet'})" for r in missing
+        )
+        who = f"rank(s) {missing} never reached it ({where})"
     elif missing == []:
         who = "every rank reached it, so a peer failed or a link broke during the exchange"
     else:
@@ -452,7 +464,7 @@ def barrier(name: str | None = None, timeout: float | datetime.timedelta | None 
         try:
             dist.monitored_barrier(timeout=limit, wait_all_ranks=True)
         except (RuntimeError, dist.DistError) as exc:
-            missing = _missing_ranks(group, seq)
+            missing = _missing_ranks(group, seq, "barrier")
             known = f"rank(s) {missing} did not arrive; " if missing else ""
             raise CollectiveTimeoutError(
                 f"{label} (collective #{seq}) timed out after {limit.total_seconds():.0f}s on rank {group.rank}: "

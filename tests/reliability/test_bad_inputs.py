@@ -7,10 +7,7 @@ import pytest
 from bad_inputs import CASES, installed, run_case
 
 # Known gaps, kept visible: each is a real unclear error that the owning plugin must fix.
-KNOWN = {
-    "FSDP option on DDP": "weft-ddp's DDPStrategy is an attrs class: an unknown keyword raises attrs' plain "
-    "TypeError, naming neither the accepted options nor strategy='fsdp'",
-}
+KNOWN: dict[str, str] = {}  # case name -> why it is not yet clear (xfail, strict)
 
 
 def test_the_corpus_is_large_enough():

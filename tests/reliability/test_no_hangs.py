@@ -36,15 +36,7 @@ def test_every_process_exits_nonzero_within_60s(outcomes, scenario):
     "scenario",
     [
         "skip_barrier",
-        pytest.param(
-            "skip_all_reduce",
-            marks=pytest.mark.xfail(
-                strict=False,  # depends on which rank's timeout fires first
-                reason="weft.distributed's arrival marks count collectives but not which one: rank 1 waiting in a "
-                "barrier counts as having reached rank 0's all_reduce, so the timeout may say 'every rank reached it'. "
-                "WEFT_DEBUG_COLLECTIVES names the mismatch (test below).",
-            ),
-        ),
+        "skip_all_reduce",
         "raise",
         "sigkill",
     ],

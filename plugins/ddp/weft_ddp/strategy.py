@@ -30,7 +30,13 @@ def _check_timeout(instance: Any, attribute: Any, value: Any) -> None:
         raise ConfigurationError(f"{attribute.name}={value!r} must be a positive number of seconds or a timedelta")
 
 
-@attrs.define
+_FSDP_OPTIONS = {
+    "auto_wrap_policy", "activation_checkpointing_policy", "cpu_offload", "reshard_after_forward",
+    "sharding_strategy", "state_dict_type",
+}
+
+
+@attrs.define(init=False)
 class DDPStrategy:
     """Data parallel training: every process holds the whole model and sees its own share of the data.
 
@@ -59,6 +65,20 @@ class DDPStrategy:
     start_method: str = attrs.field(default="elastic", validator=_check_start_method)
     ddp_kwargs: dict[str, Any] = attrs.field(factory=dict)
     name: str = attrs.field(default="ddp", kw_only=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        accepted = [a.name for a in attrs.fields(type(self))]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            hint = (
+                " These are FSDP options: use strategy='fsdp' or weft_fsdp.FSDPStrategy(...)."
+                if set(unknown) & _FSDP_OPTIONS
+                else " Pass DistributedDataParallel arguments through ddp_kwargs={...}."
+            )
+            raise ConfigurationError(
+                f"DDPStrategy got unknown option(s) {', '.join(unknown)}; it accepts {', '.join(accepted)}.{hint}"
+            )
+        self.__attrs_init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ processes
 
