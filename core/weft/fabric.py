@@ -19,7 +19,6 @@ from torch import nn
 from weft import hookspecs, registry
 from weft.checkpoint import PRECISION_KEY
 from weft.errors import ConfigurationError, MisuseError
-from weft.records import Launched
 from weft.utilities.apply import apply_to_tensors, move_to_device
 from weft.utilities.rng import RNGState
 from weft.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, unwrap
@@ -340,6 +339,8 @@ class Fabric:
         if needs_processes:
             worker = None if function is None else _Worker(self, function, args, kwargs)
             launched = self._pm.hook.weft_strategy_launch(fabric=self, function=worker)
+            from weft.records import Launched
+
             if not isinstance(launched, Launched):
                 raise ConfigurationError(
                     f"devices={len(self._devices)} needs {len(self._devices)} processes, but strategy "
