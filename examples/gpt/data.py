@@ -35,24 +35,31 @@ class CharVocab:
 
 
 class CharWindows(Dataset):
-    """Every ``stride``-th window of ``block_size`` characters, paired with the same window shifted by one.
+    """Windows of ``block_size`` characters, paired with the same window shifted by one.
+
+    Example ``i`` starts near ``i * stride``. With ``jitter`` the start moves by a random
+    ``0..stride-1`` characters each time it is drawn, so a passage is not always seen at
+    the same positions (a small model on a small text would otherwise learn text by position).
 
     :param ids: the encoded text.
     :param block_size: characters per example.
-    :param stride: distance between the starts of consecutive windows (smaller = more, overlapping examples).
+    :param stride: distance between the starts of consecutive windows.
+    :param jitter: randomise each start within its stride (training); ``False`` for fixed windows (validation).
     """
 
-    def __init__(self, ids: torch.Tensor, block_size: int, stride: int) -> None:
-        if len(ids) <= block_size + 1:
-            raise ValueError(f"the text ({len(ids)} characters) is shorter than one block of {block_size}")
-        self.ids, self.block_size = ids, block_size
-        self.starts = range(0, len(ids) - block_size - 1, max(1, stride))
+    def __init__(self, ids: torch.Tensor, block_size: int, stride: int, jitter: bool = False) -> None:
+        if len(ids) <= block_size + stride + 1:
+            raise ValueError(f"the text ({len(ids)} characters) is too short for blocks of {block_size}")
+        self.ids, self.block_size, self.stride, self.jitter = ids, block_size, max(1, stride), jitter
+        self.starts = range(0, len(ids) - block_size - self.stride, self.stride)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, index: int):
         start = self.starts[index]
+        if self.jitter:
+            start += int(torch.randint(self.stride, ()))
         chunk = self.ids[start : start + self.block_size + 1]
         return chunk[:-1], chunk[1:]
 

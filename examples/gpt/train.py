@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--n-layer", type=int, default=4)
     model.add_argument("--n-head", type=int, default=4)
     model.add_argument("--n-embd", type=int, default=128)
+    model.add_argument("--dropout", type=float, default=0.1)
     io = p.add_argument_group("files")
     io.add_argument("--data", default=str(DEFAULT_TEXT), help="a UTF-8 text file")
     io.add_argument("--out-dir", default="out/gpt", help="checkpoint, config and loss plot go here")
@@ -86,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
         config, vocab = GPTConfig(**meta["config"]), CharVocab(meta["vocab"])
     else:
         vocab = CharVocab.from_text(text)
-        config = GPTConfig(vocab_size=len(vocab), block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd)
+        config = GPTConfig(vocab_size=len(vocab), block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
     train_ids, val_ids = split(vocab.encode(text))
 
-    # Windows start every half block: overlapping examples, shuffled; each process gets its share.
-    train_loader = DataLoader(CharWindows(train_ids, config.block_size, config.block_size // 2), batch_size=args.batch_size, shuffle=True, drop_last=True)
+    # A window every half block, shifted at random each epoch; shuffled; each process gets its share.
+    train_windows = CharWindows(train_ids, config.block_size, config.block_size // 2, jitter=True)
+    train_loader = DataLoader(train_windows, batch_size=args.batch_size, shuffle=True, drop_last=True)
     val_loader = DataLoader(CharWindows(val_ids, config.block_size, config.block_size), batch_size=args.batch_size)
     train_loader, val_loader = fabric.setup_dataloaders(train_loader, val_loader)
 
