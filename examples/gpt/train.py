@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--strategy", default=None, help="ddp or fsdp (default: ddp, or single_device for --devices 1)")
     run.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
     train = p.add_argument_group("training")
-    train.add_argument("--steps", type=int, default=300, help="optimizer steps to run (more steps after --resume)")
+    train.add_argument("--steps", type=int, default=600, help="optimizer steps to run (more steps after --resume)")
     train.add_argument("--batch-size", type=int, default=16, help="sequences per process per step")
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--warmup", type=int, default=30, help="steps of linear learning-rate warmup")
