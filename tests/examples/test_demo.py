@@ -63,11 +63,6 @@ def test_two_processes_ddp_with_progress_bar_on_rank_zero(tmp_path):
     assert (tmp_path / "loss.png").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="weft-fsdp: fabric.save after a forward under no_grad (the demo's validation) finds the root module "
-    "still unsharded, so the optimizer's sharded parameters match no module (MisuseError). Remove this mark when fixed.",
-)
 @pytest.mark.timeout(150)
 def test_two_processes_fsdp_bf16_mixed_saves_and_resumes(tmp_path):
     first = train(tmp_path, "--strategy", "fsdp", "--precision", "bf16-mixed", "--steps", "2", "--no-progress", timeout=140)

@@ -45,8 +45,24 @@ def owner_module(optimizer: torch.optim.Optimizer, candidates: list[nn.Module]) 
     )
 
 
+def _reshard(modules: list[nn.Module]) -> None:
+    """Put every FSDP unit back in its sharded state.
+
+    A forward without backward (e.g. evaluation under ``no_grad``) leaves the root unit's
+    parameters gathered; the optimizer refers to the sharded ones, so resharding first keeps
+    the two matching.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, FSDPModule):
+                sub.reshard()
+
+
 def _split(state: dict[str, Any], known: list[nn.Module]) -> tuple[dict, dict, dict]:
     """Split the user's state into modules, optimizers and everything else."""
+    _reshard([v for v in state.values() if isinstance(v, nn.Module)] + list(known))
     modules = {k: v for k, v in state.items() if isinstance(v, nn.Module)}
     optimizers = {k: v for k, v in state.items() if isinstance(v, torch.optim.Optimizer)}
     others = {k: v for k, v in state.items() if k not in modules and k not in optimizers}
