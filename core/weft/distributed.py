@@ -51,6 +51,8 @@ import ipaddress
 import os
 import pickle
 import socket
+import sys
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -193,6 +195,7 @@ def init_process_group(
                 f"but this Fabric is rank {rank} of {world_size}"
             )
         _group = _Group(None, rank, world_size, dist.get_backend(), after, debug)
+        _watch_for_uncaught_exceptions()
         return _group.backend
     address = fabric.hook.weft_environment_main_address()
     port = fabric.hook.weft_environment_main_port()
@@ -215,6 +218,7 @@ def init_process_group(
             f"{init_timeout.total_seconds():.0f}s: {exc}"
         ) from exc
     _group = _Group(prefixed, rank, world_size, backend, after, debug)
+    _watch_for_uncaught_exceptions()
     if after != init_timeout:
         try:
             dist.distributed_c10d._set_pg_timeout(after)
@@ -223,12 +227,50 @@ def init_process_group(
     return backend
 
 
-def destroy_process_group() -> None:
-    """Destroy the default process group, if one exists."""
+_uncaught_exception = False
+
+
+def _watch_for_uncaught_exceptions() -> None:
+    """Note an uncaught exception (Python calls the hook before exit handlers run)."""
+    previous = sys.excepthook
+    if getattr(previous, "_weft_watch", False):
+        return
+
+    def hook(*exc_info: Any) -> None:
+        global _uncaught_exception
+        _uncaught_exception = True
+        previous(*exc_info)
+
+    hook._weft_watch = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+def destroy_process_group(drain_timeout: float = 10.0) -> None:
+    """Destroy the default process group, if one exists.
+
+    When the process is ending normally, every rank first meets the others in a short
+    barrier (bounded by ``drain_timeout`` seconds, errors ignored); after an uncaught
+    exception it is skipped, since the other ranks may be stuck elsewhere. By the time it completes, the backend's worker threads
+    have let go of the last gradient all-reduce of the run. Without it, a worker
+    thread can drop that work object during interpreter shutdown, and because the
+    object holds Python state captured in backward, the process aborts with
+    "terminate called without an active exception".
+    """
     global _group
-    _group = None
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    group, _group = _group, None
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if group is not None and group.world_size > 1 and drain_timeout > 0 and not _uncaught_exception:
+        try:
+            work = dist.barrier(async_op=True)
+            work.wait(datetime.timedelta(seconds=drain_timeout))
+            # The barrier work holds the earlier works. Keep our reference a moment so the
+            # backend's thread lets go first: the last release then happens here, under the GIL.
+            time.sleep(0.05)
+            del work
+        except Exception:  # noqa: BLE001 - a peer that already failed must not block this exit
+            pass
+    dist.destroy_process_group()
 
 
 def is_initialized() -> bool:

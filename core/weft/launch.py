@@ -402,8 +402,11 @@ def run_command(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- worker side
 
 
-def _run_script(argv: list[str]) -> None:
-    """Run a script (or ``--module NAME``) as ``__main__``, recording an uncaught error for the launcher."""
+def _run_script(argv: list[str]) -> dict:
+    """Run a script (or ``--module NAME``) as ``__main__``, recording an uncaught error for the launcher.
+
+    :returns: the script's global namespace.
+    """
     import runpy
 
     from torch.distributed.elastic.multiprocessing.errors import record
@@ -411,26 +414,42 @@ def _run_script(argv: list[str]) -> None:
     if argv and argv[0] == "--module":
         name = argv[1]
         sys.argv = [name, *argv[2:]]
-        record(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))()
-        return
+        return record(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))()
     script = argv[0]
     sys.argv = list(argv)
     sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` would
-    record(lambda: runpy.run_path(script, run_name="__main__"))()
+    return record(lambda: runpy.run_path(script, run_name="__main__"))()
 
 
-def _finish() -> None:
-    """Destroy the process group the script left behind."""
-    # Tear the process group down while the interpreter is whole: gloo threads that
-    # outlive it can abort the process at exit.
+def _finish(namespace: dict) -> None:
+    """End a worker whose script succeeded, without the interpreter's final teardown.
+
+    The process group is destroyed, the script's objects are released and the exit
+    handlers run while the interpreter is whole; then the process exits directly, as
+    multiprocessing's workers do. Letting the interpreter finalise instead races with
+    gloo's worker threads, which can release Python-owned state after the interpreter
+    has stopped accepting threads and abort the process ("terminate called without
+    an active exception").
+    """
+    import atexit
+    import gc
+
     from weft.distributed import destroy_process_group
 
     try:
         destroy_process_group()
     except Exception:  # noqa: BLE001 - exiting anyway; the script's own status decides
         pass
+    namespace.clear()  # closes files and frees models the script left in its globals
+    gc.collect()
+    atexit._run_exitfuncs()  # noqa: SLF001 - the exit handlers os._exit would otherwise skip
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    _run_script(sys.argv[1:])
-    _finish()  # only after success: tearing down next to a failed peer could block
+    _finish(_run_script(sys.argv[1:]))  # only after success: a failure exits through the normal path
