@@ -411,14 +411,19 @@ def _run_script(argv: list[str]) -> dict:
 
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    if argv and argv[0] == "--module":
-        name = argv[1]
-        sys.argv = [name, *argv[2:]]
-        return record(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))()
-    script = argv[0]
-    sys.argv = list(argv)
-    sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` would
-    return record(lambda: runpy.run_path(script, run_name="__main__"))()
+    namespace: dict = {}
+
+    def run() -> None:  # `record` does not pass a return value through
+        if argv and argv[0] == "--module":
+            sys.argv = [argv[1], *argv[2:]]
+            namespace.update(runpy.run_module(argv[1], run_name="__main__", alter_sys=True))
+            return
+        sys.argv = list(argv)
+        sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))  # as `python script.py` would
+        namespace.update(runpy.run_path(argv[0], run_name="__main__"))
+
+    record(run)()
+    return namespace
 
 
 def _finish(namespace: dict) -> None:
