@@ -31,6 +31,9 @@ Public API
 ``barrier(name=None, timeout=None) -> None``
     Wait for every rank. With gloo this is ``monitored_barrier``, which names the
     ranks that did not arrive; other backends use a store-based barrier that does too.
+``CollectiveHooks``
+    A base class for strategy plugins: implements the ``all_reduce``, ``all_gather``,
+    ``broadcast`` and ``barrier`` strategy hooks with the functions above.
 ``set_debug(enabled) -> None``
     Debug mode (also ``WEFT_DEBUG_COLLECTIVES=1``): before each collective above, the
     ranks exchange what they are about to call (operation, shape, dtype, call site)
@@ -60,6 +63,7 @@ import torch
 import torch.distributed as dist
 
 from weft.errors import CollectiveTimeoutError, ConfigurationError, MisuseError
+from weft.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from weft.fabric import Fabric
@@ -75,6 +79,7 @@ __all__ = [
     "broadcast_object",
     "barrier",
     "set_debug",
+    "CollectiveHooks",
     "DEFAULT_INIT_TIMEOUT",
     "DEFAULT_COLLECTIVE_TIMEOUT",
 ]
@@ -530,3 +535,33 @@ def barrier(name: str | None = None, timeout: float | datetime.timedelta | None 
         ) from exc
     if seq > 2:
         store.delete_key(f"barrier/{seq - 2}/{group.rank}")
+
+
+class CollectiveHooks:
+    """Strategy hook implementations that route Fabric's collectives through this module.
+
+    A strategy built on ``torch.distributed`` inherits them, and with them the bounded
+    waits and the errors naming missing ranks::
+
+        class MyStrategy(weft.distributed.CollectiveHooks):
+            ...
+
+    .. versionadded:: 0.1
+    """
+
+    @hookimpl
+    def weft_strategy_all_reduce(self, fabric: Any, tensor: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        return all_reduce(tensor, reduce_op)
+
+    @hookimpl
+    def weft_strategy_all_gather(self, fabric: Any, tensor: torch.Tensor, sync_grads: bool) -> torch.Tensor:
+        return all_gather(tensor, sync_grads=sync_grads)
+
+    @hookimpl
+    def weft_strategy_broadcast(self, fabric: Any, obj: Any, src: int) -> list[Any]:
+        return [broadcast_object(obj, src)]
+
+    @hookimpl
+    def weft_strategy_barrier(self, fabric: Any, name: str | None) -> bool:
+        barrier(name)
+        return True

@@ -21,7 +21,23 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class LocalEnvironment:
+class _RanksFromVariables:
+    """Ranks read from the variables every torch launcher sets: ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``."""
+
+    @hookimpl
+    def weft_environment_world_size(self):
+        return _int_env("WORLD_SIZE")
+
+    @hookimpl
+    def weft_environment_global_rank(self):
+        return _int_env("RANK")
+
+    @hookimpl
+    def weft_environment_local_rank(self):
+        return _int_env("LOCAL_RANK")
+
+
+class LocalEnvironment(_RanksFromVariables):
     """One machine, processes started by the user or by weft's launcher.
 
     A launcher started by weft passes ranks to its processes through the usual
@@ -43,18 +59,6 @@ class LocalEnvironment:
         return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
     @hookimpl
-    def weft_environment_world_size(self):
-        return _int_env("WORLD_SIZE")
-
-    @hookimpl
-    def weft_environment_global_rank(self):
-        return _int_env("RANK")
-
-    @hookimpl
-    def weft_environment_local_rank(self):
-        return _int_env("LOCAL_RANK")
-
-    @hookimpl
     def weft_environment_node_rank(self):
         return _int_env("NODE_RANK") or _int_env("GROUP_RANK")
 
@@ -72,7 +76,7 @@ class LocalEnvironment:
         return self._port
 
 
-class TorchElasticEnvironment:
+class TorchElasticEnvironment(_RanksFromVariables):
     """Processes started by torch.distributed.elastic: ``torchrun`` or ``weft run``."""
 
     name = "torchelastic"
@@ -85,18 +89,6 @@ class TorchElasticEnvironment:
     @hookimpl
     def weft_environment_creates_processes_externally(self):
         return True
-
-    @hookimpl
-    def weft_environment_world_size(self):
-        return _int_env("WORLD_SIZE")
-
-    @hookimpl
-    def weft_environment_global_rank(self):
-        return _int_env("RANK")
-
-    @hookimpl
-    def weft_environment_local_rank(self):
-        return _int_env("LOCAL_RANK")
 
     @hookimpl
     def weft_environment_node_rank(self):

@@ -37,7 +37,7 @@ _FSDP_OPTIONS = {
 
 
 @attrs.define(init=False)
-class DDPStrategy:
+class DDPStrategy(wdist.CollectiveHooks):
     """Data parallel training: every process holds the whole model and sees its own share of the data.
 
     :param find_unused_parameters: let DDP tolerate parameters that get no gradient in a step (slower).
@@ -152,25 +152,6 @@ class DDPStrategy:
     @hookimpl
     def weft_strategy_clip_gradients_value(self, fabric, module, optimizer, clip_val):
         torch.nn.utils.clip_grad_value_(_params(optimizer), clip_val)
-        return True
-
-    # ------------------------------------------------------------------ collectives
-
-    @hookimpl
-    def weft_strategy_all_reduce(self, fabric, tensor, reduce_op):
-        return wdist.all_reduce(tensor, reduce_op)
-
-    @hookimpl
-    def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        return wdist.all_gather(tensor, sync_grads=sync_grads)
-
-    @hookimpl
-    def weft_strategy_broadcast(self, fabric, obj, src):
-        return [wdist.broadcast_object(obj, src)]
-
-    @hookimpl
-    def weft_strategy_barrier(self, fabric, name):
-        wdist.barrier(name)
         return True
 
     # ------------------------------------------------------------------ checkpoints

@@ -39,7 +39,7 @@ def _check_policy(option: str) -> Callable[[Any, Any, Any], None]:
 
 
 @attrs.define(eq=False)
-class FSDPStrategy:
+class FSDPStrategy(wdist.CollectiveHooks):
     """Shard parameters, gradients and optimizer state across processes with FSDP2.
 
     :param auto_wrap_policy: which submodules become their own FSDP unit (gathered and
@@ -233,25 +233,6 @@ class FSDPStrategy:
     def weft_strategy_clip_gradients_value(self, fabric, module, optimizer, clip_val):
         for param in _params(optimizer):
             _local(param.grad).clamp_(-clip_val, clip_val)
-        return True
-
-    # ------------------------------------------------------------------ collectives
-
-    @hookimpl
-    def weft_strategy_all_reduce(self, fabric, tensor, reduce_op):
-        return wdist.all_reduce(tensor, reduce_op)
-
-    @hookimpl
-    def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        return wdist.all_gather(tensor, sync_grads=sync_grads)
-
-    @hookimpl
-    def weft_strategy_broadcast(self, fabric, obj, src):
-        return [wdist.broadcast_object(obj, src)]
-
-    @hookimpl
-    def weft_strategy_barrier(self, fabric, name):
-        wdist.barrier(name)
         return True
 
     # ------------------------------------------------------------------ checkpoints
