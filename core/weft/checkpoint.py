@@ -131,8 +131,10 @@ def load_file(path: str | os.PathLike, weights_only: bool = True, map_location: 
                 "not a checkpoint). If it is an old-format torch.save file you trust, pass weights_only=False."
             ) from exc
         raise CheckpointError(f"{path!r} is not a readable checkpoint (corrupt or truncated): {exc}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path!r} is not a readable checkpoint (corrupt or truncated): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - damaged bytes fail in many ways inside the unpickler
+        raise CheckpointError(
+            f"{path!r} is not a readable checkpoint (corrupt or truncated): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def restore(checkpoint: dict[str, Any], state: dict[str, Any] | None, strict: bool = True) -> dict[str, Any]:

@@ -44,15 +44,47 @@ CLI_ENV = {
 }
 
 
+def _hook_names(plugin: Any) -> set[str]:
+    """The weft hooks a plugin object implements (methods marked with ``@weft.hookimpl``)."""
+    cls = type(plugin)
+    return {a for a in dir(cls) if a.startswith("weft_") and hasattr(getattr(cls, a, None), "weft_impl")}
+
+
 def _plugin_kinds(plugin: Any) -> set[str]:
     """Which kinds a plugin object serves, read off the hooks it implements."""
-    kinds = set()
-    for attr in dir(type(plugin)):
-        if attr.startswith("weft_") and hasattr(getattr(type(plugin), attr, None), "weft_impl"):
-            kind = attr.split("_")[1]
-            if kind in ("accelerator", "precision", "strategy", "environment"):
-                kinds.add(kind)
-    return kinds
+    kinds = {name.split("_")[1] for name in _hook_names(plugin)}
+    return kinds & {"accelerator", "precision", "strategy", "environment"}
+
+
+def _sort_plugins(plugins: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Split ``plugins=`` into one plugin per kind and extras that span kinds or none."""
+    given = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    by_kind: dict[str, Any] = {}
+    extras = []
+    for plugin in given:
+        kinds = _plugin_kinds(plugin)
+        if len(kinds) == 1:
+            (kind,) = kinds
+            if kind in by_kind:
+                raise ConfigurationError(f"plugins= holds two {kind} plugins: {by_kind[kind]!r} and {plugin!r}")
+            by_kind[kind] = plugin
+        elif not _hook_names(plugin):
+            raise ConfigurationError(
+                f"plugins= holds {plugin!r}, which implements no weft hook: pass accelerator, strategy, "
+                "precision or cluster environment plugins, or objects with @weft.hookimpl methods"
+            )
+        else:
+            extras.append(plugin)
+    return by_kind, extras
+
+
+def _new_plugin_manager(plugins: dict[str, Any]) -> pluggy.PluginManager:
+    """A plugin manager with weft's hook specifications and ``plugins`` (name -> object) registered."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name, plugin in plugins.items():
+        pm.register(plugin, name=name)
+    return pm
 
 
 def _resolve(caller: Any) -> Callable[..., Any] | None:
@@ -96,23 +128,7 @@ class Fabric:
         accelerator, strategy, devices, num_nodes, precision = (given[k] for k in ("accelerator", "strategy", "devices", "num_nodes", "precision"))
         _check_types(accelerator, strategy, devices, num_nodes, precision, plugins)
 
-        extras = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        by_kind: dict[str, Any] = {}
-        others = []
-        for plugin in extras:
-            kinds = _plugin_kinds(plugin)
-            if len(kinds) == 1:
-                (kind,) = kinds
-                if kind in by_kind:
-                    raise ConfigurationError(f"plugins= holds two {kind} plugins: {by_kind[kind]!r} and {plugin!r}")
-                by_kind[kind] = plugin
-            else:
-                if not any(attr.startswith("weft_") and hasattr(getattr(plugin, attr, None), "weft_impl") for attr in dir(plugin)):
-                    raise ConfigurationError(
-                        f"plugins= holds {plugin!r}, which implements no weft hook: pass accelerator, strategy, "
-                        "precision or cluster environment plugins, or objects with @weft.hookimpl methods"
-                    )
-                others.append(plugin)
+        by_kind, others = _sort_plugins(plugins)
         for kind, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
             if kind in by_kind and not (isinstance(value, _Default)):
                 raise ConfigurationError(f"{kind} given twice: {kind}={value!r} and in plugins=; keep one")
@@ -121,12 +137,10 @@ class Fabric:
         self._accelerator = by_kind.get("accelerator") or _pick_accelerator(accelerator)
         self._precision = by_kind.get("precision") or _plugin_or_create("precisions", precision)
         self._num_nodes = int(num_nodes)
-
-        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self._pm.add_hookspecs(hookspecs)
-        self._pm.register(self._accelerator, name="accelerator")
-        self._pm.register(self._environment, name="environment")
-        self._pm.register(self._precision, name="precision")
+        # The strategy joins once the world size is known (it decides what "auto" means).
+        self._pm = _new_plugin_manager(
+            {"accelerator": self._accelerator, "environment": self._environment, "precision": self._precision}
+        )
         hook = self._pm.hook
 
         self._external = bool(hook.weft_environment_creates_processes_externally())
@@ -211,13 +225,13 @@ class Fabric:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self._pm.add_hookspecs(hookspecs)
-        for name in ("accelerator", "environment", "precision", "strategy"):
-            self._pm.register(getattr(self, f"_{name}"), name=name)
-        for index, plugin in enumerate(self._extras):
-            self._pm.register(plugin, name=f"extra-{index}")
+        self._pm = _new_plugin_manager(self._registered_plugins())
         self._bind_hooks()
+
+    def _registered_plugins(self) -> dict[str, Any]:
+        plugins = {name: getattr(self, f"_{name}") for name in ("accelerator", "environment", "precision", "strategy")}
+        plugins.update({f"extra-{i}": plugin for i, plugin in enumerate(self._extras)})
+        return plugins
 
     # ------------------------------------------------------------------ properties
 
@@ -798,10 +812,7 @@ def _plugin_or_create(kind: str, value: Any) -> Any:
 
 def _hooks_of(plugin: Any) -> Any:
     """The hooks of one plugin alone, to ask it something before the Fabric's manager exists."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(plugin)
-    return pm.hook
+    return _new_plugin_manager({"plugin": plugin}).hook
 
 
 def _pick_accelerator(value: Any) -> Any:
