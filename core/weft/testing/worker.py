@@ -294,7 +294,10 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
         rec["params"] = flat_params(model.module)
         rec["momentum"] = momentum_buffers(optimizer)
         # Leftover temporary files would mean the write was not atomic (or not cleaned up).
-        rec["leftovers"] = sorted(n for n in os.listdir(args.out) if n.startswith(".checkpoint") or n.endswith(".tmp"))
+        # Only names derived from the checkpoint's: the kit's own per-rank reports are written beside it.
+        rec["leftovers"] = sorted(
+            n for n in os.listdir(args.out) if n.startswith(".checkpoint") or (n.startswith("checkpoint") and n != "checkpoint")
+        )
 
 
 def phase_load(args: argparse.Namespace, report: Report) -> None:

@@ -4,6 +4,7 @@ or raw torch DDP (`torchrun ... differential.py raw OUT`). Writes OUT/<mode>-ran
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,12 @@ else:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+    # Plain torch can abort at exit when a gloo thread drops the last gradient all-reduce during
+    # interpreter shutdown; meet once more first, as weft.distributed.destroy_process_group does.
+    work = dist.barrier(async_op=True)
+    work.wait()
+    time.sleep(0.05)
+    del work
     dist.destroy_process_group()
 
 os.makedirs(out, exist_ok=True)
