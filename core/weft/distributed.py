@@ -49,6 +49,7 @@ when the store can tell (each weft collective leaves an arrival mark in it).
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import ipaddress
 import os
@@ -413,7 +414,17 @@ def _wait(work: Any, group: _Group, op: str, seq: int, timeout: datetime.timedel
     try:
         work.wait(timeout)
     except (RuntimeError, dist.DistError) as exc:
+        if not _is_timeout(exc):
+            raise  # a failure of the call itself, not of waiting: keep its own type and message
         raise _timeout_error(group, op, seq, timeout, exc) from exc
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a backend error means waiting ran out or a peer went away (rather than a local bug)."""
+    text = str(exc).lower()
+    return isinstance(exc, (TimeoutError, getattr(dist, "DistNetworkError", ()) or ())) or any(
+        word in text for word in ("timed out", "timeout", "connection", "closed", "reset by peer", "broken pipe")
+    )
 
 
 # ---------------------------------------------------------------------- collectives
@@ -463,6 +474,8 @@ def all_gather(tensor: torch.Tensor, sync_grads: bool = False, timeout: float | 
         try:
             return torch.stack(differentiable_all_gather(tensor))
         except (RuntimeError, dist.DistError) as exc:
+            if not _is_timeout(exc):
+                raise
             raise _timeout_error(group, "all_gather", seq, group.collective_timeout, exc) from exc
     parts = [torch.empty_like(tensor) for _ in range(group.world_size)]
     limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
@@ -484,15 +497,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if group.world_size == 1:
         return obj
     seq = _enter(group, "broadcast", None, src=src)
-    box = [obj]
-    device = None
-    if group.backend == "nccl":  # nccl moves the pickled bytes through the current CUDA device
+    # The pickled bytes travel as a uint8 tensor (length first). torch's broadcast_object_list
+    # would do the same but needs NumPy, which neither torch nor weft requires.
+    device = torch.device("cpu")
+    if group.backend == "nccl":  # nccl moves tensors through the current CUDA device
         device = torch.device("cuda", torch.cuda.current_device())
-    try:
-        dist.broadcast_object_list(box, src=src, device=device)
-    except (RuntimeError, dist.DistError) as exc:
-        raise _timeout_error(group, "broadcast", seq, group.collective_timeout, exc) from exc
-    return box[0]
+    if group.rank == src:
+        payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
+        size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
+    else:
+        size = torch.zeros(1, dtype=torch.long, device=device)
+    _wait(dist.broadcast(size, src=src, async_op=True), group, "broadcast", seq, None)
+    if group.rank != src:
+        payload = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    _wait(dist.broadcast(payload, src=src, async_op=True), group, "broadcast", seq, None)
+    if group.rank == src:
+        return obj
+    data = payload.cpu().contiguous()
+    return pickle.loads(ctypes.string_at(data.data_ptr(), data.numel()))
 
 
 def barrier(name: str | None = None, timeout: float | datetime.timedelta | None = None) -> None:
