@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 from weft import checkpoint
+from weft.clipping import WholeGradientClipping
 from weft.hookspecs import hookimpl
 
 
-class SingleDeviceStrategy:
+class SingleDeviceStrategy(WholeGradientClipping):
     name = "single_device"
 
     @hookimpl
@@ -30,15 +29,6 @@ class SingleDeviceStrategy:
             # skip the (slow) default initialisation.
             stack.enter_context(_skip_init())
         return stack
-
-    @hookimpl
-    def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type):
-        return torch.nn.utils.clip_grad_norm_(_params(optimizer), max_norm, norm_type=norm_type)
-
-    @hookimpl
-    def weft_strategy_clip_gradients_value(self, fabric, module, optimizer, clip_val):
-        torch.nn.utils.clip_grad_value_(_params(optimizer), clip_val)
-        return True
 
     @hookimpl
     def weft_strategy_all_reduce(self, fabric, tensor, reduce_op):
@@ -65,9 +55,6 @@ class SingleDeviceStrategy:
     def weft_strategy_load_checkpoint(self, fabric, path, state, strict, weights_only):
         return checkpoint.restore(checkpoint.load_file(path, weights_only=weights_only), state, strict)
 
-
-def _params(optimizer):
-    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
 def _skip_init():

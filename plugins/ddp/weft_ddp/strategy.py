@@ -7,11 +7,11 @@ import datetime
 from typing import Any
 
 import attrs
-import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from weft import checkpoint
 from weft import distributed as wdist
+from weft.clipping import WholeGradientClipping
 from weft.errors import ConfigurationError
 from weft.hookspecs import hookimpl
 
@@ -36,8 +36,9 @@ _FSDP_OPTIONS = {
 }
 
 
+# Clipping needs no communication: after DDP's all-reduce every replica holds the same whole gradients.
 @attrs.define(init=False)
-class DDPStrategy(wdist.CollectiveHooks):
+class DDPStrategy(wdist.CollectiveHooks, WholeGradientClipping):
     """Data parallel training: every process holds the whole model and sees its own share of the data.
 
     :param find_unused_parameters: let DDP tolerate parameters that get no gradient in a step (slower).
@@ -144,16 +145,6 @@ class DDPStrategy(wdist.CollectiveHooks):
             return module.no_sync()
         return contextlib.nullcontext()
 
-    @hookimpl
-    def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type):
-        # After DDP's all-reduce every replica holds the same gradients, so the local norm is the global one.
-        return torch.nn.utils.clip_grad_norm_(_params(optimizer), max_norm, norm_type=norm_type)
-
-    @hookimpl
-    def weft_strategy_clip_gradients_value(self, fabric, module, optimizer, clip_val):
-        torch.nn.utils.clip_grad_value_(_params(optimizer), clip_val)
-        return True
-
     # ------------------------------------------------------------------ checkpoints
 
     @hookimpl
@@ -169,9 +160,6 @@ class DDPStrategy(wdist.CollectiveHooks):
         # Every rank reads the same single file; it holds no trace of the world size that wrote it.
         return checkpoint.restore(checkpoint.load_file(path, weights_only=weights_only), state, strict)
 
-
-def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
 def ddp_spawn() -> DDPStrategy:
