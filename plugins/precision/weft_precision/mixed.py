@@ -18,22 +18,16 @@ from weft.errors import MisuseError
 from weft.hookspecs import hookimpl
 from weft.records import PrecisionDtypes
 from weft.utilities.apply import convert_floating
-from weft_precision.support import check_autocast, check_hardware, device_type_of
+from weft_precision.support import DevicePrecision, check_autocast
 
 
-class _MixedPrecision:
+class _MixedPrecision(DevicePrecision):
     """Autocast to ``dtype`` on the Fabric's device type; parameters and gradient reduction stay float32."""
 
     name = "mixed"
     dtype = torch.float32
 
-    def __init__(self) -> None:
-        self.device_type = "cpu"  # replaced by weft_validate with the Fabric's device type
-        self._hardware_checked = False
-
-    @hookimpl
-    def weft_validate(self, fabric: Any) -> None:
-        self.device_type = device_type_of(fabric)
+    def check_device_type(self) -> None:
         check_autocast(self.name, self.device_type, self.dtype)
 
     @hookimpl
@@ -57,13 +51,6 @@ class _MixedPrecision:
         self._check_hardware()
         return module
 
-    def _check_hardware(self) -> None:
-        if not self._hardware_checked:
-            check_hardware(self.name, self.device_type, self.dtype)
-            self._hardware_checked = True
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device_type={self.device_type!r})"
 
 
 class BFloat16MixedPrecision(_MixedPrecision):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from weft.errors import ConfigurationError
+from weft.hookspecs import hookimpl
 
 _SHORT = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "float64", torch.float32: "float32"}
 
@@ -113,3 +114,32 @@ class default_dtype(contextlib.AbstractContextManager):
 
     def __exit__(self, *exc: Any) -> None:
         torch.set_default_dtype(self.previous)
+
+
+class DevicePrecision:
+    """What every precision here shares: it learns the Fabric's device type when the Fabric
+    is validated, and checks the hardware once, in the process that owns the device."""
+
+    name = "?"
+    dtype = torch.float32
+
+    def __init__(self) -> None:
+        self.device_type = "cpu"  # replaced by weft_validate with the Fabric's device type
+        self._hardware_checked = False
+
+    @hookimpl
+    def weft_validate(self, fabric: Any) -> None:
+        self.device_type = device_type_of(fabric)
+        self.check_device_type()
+
+    def check_device_type(self) -> None:
+        """Reject this precision on ``self.device_type`` (without touching the device)."""
+        raise NotImplementedError
+
+    def _check_hardware(self) -> None:
+        if not self._hardware_checked:
+            check_hardware(self.name, self.device_type, self.dtype)
+            self._hardware_checked = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device_type={self.device_type!r})"

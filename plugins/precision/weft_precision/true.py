@@ -15,20 +15,14 @@ import torch
 from weft.hookspecs import hookimpl
 from weft.records import PrecisionDtypes
 from weft.utilities.apply import convert_floating
-from weft_precision.support import check_device_type, check_hardware, default_dtype, device_type_of
+from weft_precision.support import DevicePrecision, check_device_type, default_dtype
 
 
-class _TruePrecision:
+class _TruePrecision(DevicePrecision):
     name = "true"
     dtype = torch.float32
 
-    def __init__(self) -> None:
-        self.device_type = "cpu"  # replaced by weft_validate with the Fabric's device type
-        self._hardware_checked = False
-
-    @hookimpl
-    def weft_validate(self, fabric: Any) -> None:
-        self.device_type = device_type_of(fabric)
+    def check_device_type(self) -> None:
         check_device_type(self.name, self.device_type, self.dtype)
 
     @hookimpl
@@ -53,13 +47,6 @@ class _TruePrecision:
     def weft_precision_convert_input(self, data: Any) -> Any:
         return convert_floating(data, self.dtype)
 
-    def _check_hardware(self) -> None:
-        if not self._hardware_checked:
-            check_hardware(self.name, self.device_type, self.dtype)
-            self._hardware_checked = True
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(device_type={self.device_type!r})"
 
 
 class _HalfTruePrecision(_TruePrecision):
