@@ -22,24 +22,35 @@ _LAZY = {
     "Launched": "weft.records",
     "WeftError": "weft.errors",
     "ConfigurationError": "weft.errors",
+    "ConfigurationTypeError": "weft.errors",
     "PluginNotFoundError": "weft.errors",
     "PluginConflictError": "weft.errors",
     "PluginLoadError": "weft.errors",
+    "StrategyClassNotFoundError": "weft.errors",
     "MisuseError": "weft.errors",
+    "MisuseValueError": "weft.errors",
+    "MisuseTypeError": "weft.errors",
+    "ReduceOpError": "weft.errors",
+    "NonFiniteNormError": "weft.errors",
     "CheckpointError": "weft.errors",
     "CollectiveTimeoutError": "weft.errors",
     "LaunchError": "weft.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# public submodules reachable as attributes (``weft.strategies.DDPStrategy``); imported on first use
+_SUBMODULES = ("strategies",)
+
+__all__ = sorted(_LAZY) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"weft.{name}")  # the import binds it as an attribute of weft
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'weft' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -54,11 +65,17 @@ if TYPE_CHECKING:
         CheckpointError,
         CollectiveTimeoutError,
         ConfigurationError,
+        ConfigurationTypeError,
         LaunchError,
         MisuseError,
+        MisuseTypeError,
+        MisuseValueError,
+        NonFiniteNormError,
         PluginConflictError,
         PluginLoadError,
         PluginNotFoundError,
+        ReduceOpError,
+        StrategyClassNotFoundError,
         WeftError,
     )
     from weft.fabric import Fabric

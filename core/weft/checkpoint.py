@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import shutil
 import tempfile
 import zipfile
@@ -43,8 +44,27 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def _new_file(folder: str, prefix: str, suffix: str) -> str:
+    """Create an empty file with a fresh name in ``folder`` and the mode any new file gets.
+
+    ``tempfile.mkstemp`` would make it 0600; a checkpoint is an ordinary file, so it gets
+    0666 less the umask (0644 usually), as ``torch.save(obj, path)`` and Lightning give it.
+    """
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(f"could not create a temporary file in {folder!r}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then move ``tmp_path`` onto ``path`` atomically.
+
+    The file gets the usual mode of a new file (0666 less the umask).
 
     :param path: the final file path; its folder is created if missing.
     :param write: writes the complete file to the temporary path it is given.
@@ -52,8 +72,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+    tmp = _new_file(folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

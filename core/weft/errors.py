@@ -1,4 +1,5 @@
-"""Errors weft raises. Each subclasses the built-in type a caller would naturally catch."""
+"""Errors weft raises. Each subclasses the built-in type a caller would naturally catch: the one
+Lightning Fabric raises in the same situation, so ``except`` clauses written for it keep working."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ class WeftError(Exception):
 
 class ConfigurationError(WeftError, ValueError):
     """A value passed to ``Fabric(...)`` or ``weft run`` that cannot be honoured."""
+
+
+class ConfigurationTypeError(ConfigurationError, TypeError):
+    """A ``Fabric(...)`` argument of the wrong type (``devices=None``, ``plugins=[object()]``...),
+    where Lightning Fabric raises ``TypeError``."""
 
 
 class PluginNotFoundError(ConfigurationError, LookupError):
@@ -31,6 +37,28 @@ class MisuseError(WeftError, RuntimeError):
     """A call made in an order or on an object weft cannot work with."""
 
 
+# Lightning Fabric raises ValueError or TypeError for most misuse; these keep `except` clauses
+# written for it working, while still being MisuseError (a RuntimeError) for weft's own code.
+class MisuseValueError(MisuseError, ValueError):
+    """A call given a value it cannot use: an object set up twice, nothing to set up, a filter key
+    that is not in the state."""
+
+
+class MisuseTypeError(MisuseError, TypeError):
+    """A call given the wrong kind of object: a model Fabric did not set up, a non-callable to
+    ``launch``, a state that is not a dict."""
+
+
+class ReduceOpError(MisuseValueError, AttributeError):
+    """``reduce_op`` names no reduction weft performs. Also an ``AttributeError``: what Lightning's
+    DDP strategy raises for an unknown name."""
+
+
+class NonFiniteNormError(WeftError, RuntimeError):
+    """``clip_gradients(max_norm=..., error_if_nonfinite=True)`` found an infinite or NaN total
+    gradient norm (a ``RuntimeError``, as ``torch.nn.utils.clip_grad_norm_`` raises)."""
+
+
 class CheckpointError(WeftError, ValueError):
     """A checkpoint that is missing, incomplete, corrupt or does not match the state to restore."""
 
@@ -45,3 +73,17 @@ class LaunchError(WeftError, RuntimeError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path does not exist."""
+
+
+class DataLoaderSetupError(MisuseTypeError):
+    """``setup_dataloaders`` got something it cannot work with: not a DataLoader, or a loader whose
+    sampler, batch sampler or class it cannot rebuild faithfully to split the data between ranks."""
+
+
+class MisuseAttributeError(MisuseError, AttributeError):
+    """A named attribute that does not exist where the call needs it (e.g. marking a missing method)."""
+
+
+class StrategyClassNotFoundError(PluginNotFoundError, ImportError):
+    """``from weft.strategies import NameStrategy`` names a class no installed plugin provides (an
+    ``ImportError``, so the message says which distribution to install instead of Python's generic one)."""

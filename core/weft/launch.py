@@ -17,7 +17,9 @@ stopped and the job ends non-zero, naming the failed rank and its error (read fr
 the elastic error file each worker writes).
 
 ``weft run`` (see :func:`add_run_parser`) starts a script the same way, passing its
-flags to the script's ``Fabric(...)`` through ``WEFT_CLI_*`` variables.
+flags to the script's ``Fabric(...)`` through ``WEFT_CLI_*`` variables. It also takes the
+underscore spellings of Lightning's ``fabric run`` (``--num_nodes``...). A script started by
+``fabric run`` itself keeps that launcher's flags: ``Fabric(...)`` reads its ``LT_*`` variables.
 
 .. versionadded:: 0.1
 """
@@ -31,7 +33,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from weft.errors import ConfigurationError, LaunchError, MisuseError
+from weft.errors import ConfigurationError, LaunchError, MisuseError, MisuseTypeError
 
 if TYPE_CHECKING:
     from weft.fabric import Fabric
@@ -252,7 +254,8 @@ def spawn_processes(fabric: Fabric, function: Callable[[], Any] | None, start_me
     from weft.records import Launched
 
     if function is None:
-        raise MisuseError(
+        # A TypeError, as Lightning raises for launch() without a function on a spawning strategy.
+        raise MisuseTypeError(
             f"strategy {fabric.strategy_name!r} starts processes for a function: call fabric.launch(train_fn). "
             "To run the whole script in every process use strategy='ddp' (or `weft run`)."
         )
@@ -327,10 +330,11 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", choices=_choices("accelerators", ["auto"]), help="accelerator name (default: the script's, else auto)")
     p.add_argument("--strategy", choices=_choices("strategies", ["auto"]), help="strategy name (default: the script's, else auto)")
     p.add_argument("--devices", help="processes per node: a number, -1 for all, 'auto' or indices like '0,2' (default: auto)")
-    p.add_argument("--num-nodes", type=int, default=None, help="number of machines (default 1)")
-    p.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0 .. num-nodes-1")
-    p.add_argument("--main-address", default="127.0.0.1", help="address of node 0 (default 127.0.0.1: this machine only)")
-    p.add_argument("--main-port", type=int, default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
+    # The underscore spellings are those Lightning's `fabric run` also accepts.
+    p.add_argument("--num-nodes", "--num_nodes", type=int, default=None, help="number of machines (default 1)")
+    p.add_argument("--node-rank", "--node_rank", type=int, default=0, help="this machine's index, 0 .. num-nodes-1")
+    p.add_argument("--main-address", "--main_address", default="127.0.0.1", help="address of node 0 (default 127.0.0.1: this machine only)")
+    p.add_argument("--main-port", "--main_port", type=int, default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
     p.add_argument("--precision", choices=_choices("precisions"), help="precision name (default: the script's, else 32-true)")
     elastic = p.add_argument_group("torch.distributed elastic options (as in torchrun)")
     elastic.add_argument("--max-restarts", type=int, default=0, help="restarts of the worker group after a failure (default 0)")

@@ -46,6 +46,16 @@ def test_plugins_check_reports_a_broken_plugin(tmp_path):
     assert "weft-bad" in table and "bad" in table
 
 
+def test_run_accepts_lightnings_underscore_spellings():
+    from weft.cli import build_parser
+
+    parser = build_parser()
+    underscore = parser.parse_args(["run", "--num_nodes", "2", "--node_rank", "1", "--main_address", "10.0.0.1", "--main_port", "1234", "t.py"])
+    dashed = parser.parse_args(["run", "--num-nodes", "2", "--node-rank", "1", "--main-address", "10.0.0.1", "--main-port", "1234", "t.py"])
+    assert vars(underscore) == vars(dashed)
+    assert (underscore.num_nodes, underscore.node_rank, underscore.main_address, underscore.main_port) == (2, 1, "10.0.0.1", 1234)
+
+
 def test_env_reports_versions_and_accelerators():
     info = json.loads(run_cli(["env", "--json"]).stdout)
     assert info["weft"] and info["torch"].startswith("2.")

@@ -178,12 +178,12 @@ def test_collectives_on_one_process():
     t = torch.tensor([1.0, 2.0])
     assert torch.equal(fabric.all_reduce(t, reduce_op="sum"), t)
     assert fabric.all_reduce(3.0).item() == 3.0
-    assert fabric.all_gather(t).shape == (1, 2)
-    assert fabric.all_gather({"a": t})["a"].shape == (1, 2)
+    assert fabric.all_gather(t) is t  # one process: no world dimension, as in Lightning
+    assert fabric.all_gather({"a": t})["a"].shape == (2,)
     assert fabric.broadcast({"k": 1}) == {"k": 1} and fabric.broadcast(None) is None
     fabric.barrier()
-    with pytest.raises(ConfigurationError, match="reduce_op"):
-        fabric.all_reduce(t, reduce_op="avg")
+    with pytest.raises(ValueError, match="reduce_op"):
+        fabric.all_reduce(t, reduce_op="median")
     with pytest.raises(ConfigurationError, match="src"):
         fabric.broadcast(1, src=3)
 
@@ -208,8 +208,7 @@ def test_clip_gradients_by_norm_and_value():
 def test_launch_runs_function_and_returns_result():
     fabric = Fabric(accelerator="cpu")
     assert fabric.launch(lambda f, x: (f.global_rank, f.world_size, x), 7) == (0, 1, 7)
-    with pytest.raises(MisuseError, match="already"):
-        fabric.launch()
+    assert fabric.launch() is None  # again: nothing to do, as in Lightning
 
 
 def test_small_conveniences(capsys):
@@ -248,8 +247,6 @@ def test_no_backward_sync_single_device_is_a_no_op():
 
 def test_misuse_gets_clear_errors():
     fabric = Fabric(accelerator="cpu")
-    with pytest.raises(MisuseError, match="before any model was set up"):
-        fabric.backward(make_model()(torch.randn(2, 10)).sum())
     module = make_model()
     model = fabric.setup(module)
     with pytest.raises(MisuseError, match="already set up"):

@@ -36,6 +36,17 @@ def test_launch_function_returns_rank_zero_result(python, strategy):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_weft_run_takes_lightnings_underscore_flag_spellings(python):
+    # `fabric run --num_nodes ...` spellings work with `weft run` too.
+    flags = ["--num_nodes", "1", "--node_rank", "0", "--main_address", "127.0.0.1", "--main_port", str(free_port())]
+    proc = python([*WEFT_RUN, *flags, "--devices", "2", SCRIPTS / "launch_fn.py", "ddp"], timeout=120)
+    results = [json.loads(l[len("RESULT "):]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert sorted(r["rank"] for r in results) == [0, 1] and {r["world_size"] for r in results} == {2}
+    assert results[0]["sum"] == [3.0, 10.0] and results[0]["mean"] == [1.5, 5.0]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_two_nodes_on_loopback_form_a_world_of_four(tmp_path):
     port = free_port()

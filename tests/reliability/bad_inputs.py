@@ -160,8 +160,57 @@ def _ddp_bad_start(tmp: Path) -> None:
     DDPStrategy(start_method="thread")
 
 
+def _lightning_cli_conflict(tmp: Path) -> None:
+    # What `fabric run SCRIPT` (no --devices) sets in each process it starts.
+    os.environ.update(LT_CLI_USED="1", LT_DEVICES="1", LT_NUM_NODES="1")
+    try:
+        Fabric(accelerator="cpu", devices=2)
+    finally:
+        for key in ("LT_CLI_USED", "LT_DEVICES", "LT_NUM_NODES"):
+            del os.environ[key]
+
+
+def _launch_under_lightning_cli(tmp: Path) -> None:
+    fabric = _cpu()
+    os.environ["LT_CLI_USED"] = "1"
+    try:
+        fabric.launch()
+    finally:
+        del os.environ["LT_CLI_USED"]
+
+
+def _ddp_unknown_option(tmp: Path) -> None:
+    from weft_ddp import DDPStrategy
+
+    DDPStrategy(bogus_option=1)
+
+
+def _ddp_with_accelerator(tmp: Path) -> None:
+    from weft_ddp import DDPStrategy
+
+    DDPStrategy(accelerator=object())
+
+
+def _single_device_elsewhere(tmp: Path) -> None:
+    from weft.strategies import SingleDeviceStrategy
+
+    Fabric(accelerator="cpu", strategy=SingleDeviceStrategy(device="cuda:1"))
+
+
+def _strategy_class_missing(tmp: Path) -> None:
+    from weft.strategies import NoSuchStrategy  # noqa: F401
+
+
+def _clip_inf(tmp: Path) -> None:
+    fabric, model, optimizer = _trained()
+    model(torch.ones(1, 2)).sum().backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    fabric.clip_gradients(model, optimizer, max_norm=1.0)
+
+
 V = ValueError
 R = RuntimeError
+T = TypeError
 CASES = [
     # ---- unknown or misspelled names
     Case("accelerator misspelled", lambda t: Fabric(accelerator="cpuu"), V, ("'cpuu'", "Did you mean 'cpu'")),
@@ -187,45 +236,55 @@ CASES = [
     Case("accelerator None", lambda t: Fabric(accelerator=None), V, ("accelerator=None", "name (str)")),
     Case("strategy int", lambda t: Fabric(strategy=5), V, ("strategy=5", "name (str)")),
     Case("strategy None", lambda t: Fabric(strategy=None), V, ("strategy=None", "name (str)")),
-    Case("devices float", lambda t: Fabric(devices=1.5), V, ("devices=1.5", "pass an int")),
-    Case("devices None", lambda t: Fabric(devices=None), V, ("devices=None", "pass an int")),
+    Case("devices float", lambda t: Fabric(devices=1.5), T, ("devices=1.5", "pass an int")),
+    Case("devices None", lambda t: Fabric(devices=None), T, ("devices=None", "pass an int")),
     Case("devices bool", lambda t: Fabric(devices=True), V, ("devices=True", "pass an int")),
-    Case("num_nodes str", lambda t: Fabric(num_nodes="2"), V, ("num_nodes='2'", "positive int")),
-    Case("num_nodes float", lambda t: Fabric(num_nodes=1.0), V, ("num_nodes=1.0", "positive int")),
-    Case("precision None", lambda t: Fabric(precision=None), V, ("precision=None", "'32-true'")),
+    Case("num_nodes str", lambda t: Fabric(num_nodes="2"), T, ("num_nodes='2'", "positive int")),
+    Case("num_nodes float", lambda t: Fabric(num_nodes=1.0), T, ("num_nodes=1.0", "positive int")),
+    Case("num_nodes None", lambda t: Fabric(num_nodes=None), T, ("num_nodes=None", "positive int")),
     Case("precision bool", lambda t: Fabric(precision=True), V, ("precision=True", "'32-true'")),
     Case("precision float", lambda t: Fabric(precision=16.0), V, ("precision=16.0", "'32-true'")),
-    Case("plugins str", lambda t: Fabric(plugins="ddp"), V, ("plugins='ddp'", "plugin object")),
-    Case("plugins int", lambda t: Fabric(plugins=42), V, ("plugins=42", "plugin object")),
-    Case("plugins without hooks", lambda t: Fabric(plugins=[object()]), V, ("<object object", "hookimpl")),
+    Case("plugins str", lambda t: Fabric(plugins="ddp"), T, ("plugins='ddp'", "plugin object")),
+    Case("plugins int", lambda t: Fabric(plugins=42), T, ("plugins=42", "plugin object")),
+    Case("plugins without hooks", lambda t: Fabric(plugins=[object()]), T, ("<object object", "hookimpl")),
+    Case("Lightning launcher flag conflicts with script", _lightning_cli_conflict, V, ("fabric run --devices 1", "devices=2", "default to 1")),
     # ---- impossible combinations
     Case("16-mixed on hardware without autocast", lambda t: Fabric(accelerator=_MetaAccelerator(), precision="16-mixed"), V, ("'16-mixed'", "'32-true'"), "weft-precision"),
     Case("bf16-mixed on hardware without autocast", lambda t: Fabric(accelerator=_MetaAccelerator(), precision="bf16-mixed"), V, ("'bf16-mixed'", "'32-true'"), "weft-precision"),
-    Case("FSDP option on DDP", _ddp_with_fsdp_option, V, ("sharding_strategy", "fsdp"), "weft-ddp"),
+    Case("FSDP option on DDP", _ddp_with_fsdp_option, T, ("sharding_strategy", "fsdp"), "weft-ddp"),
+    Case("DDP option unknown", _ddp_unknown_option, T, ("bogus_option", "DistributedDataParallel arguments"), "weft-ddp"),
+    Case("DDP given a Lightning accelerator object", _ddp_with_accelerator, V, ("accelerator=", "Fabric(accelerator=...)"), "weft-ddp"),
+    Case("SingleDeviceStrategy on another device", _single_device_elsewhere, V, ("device='cuda:1'", "devices=[1]")),
+    Case("strategy class not installed", _strategy_class_missing, ImportError, ("'NoSuchStrategy'", "Installed strategy classes")),
     Case("FSDP sharding strategy unknown", _fsdp_bad_sharding, V, ("'HALF_SHARD'", "FULL_SHARD"), "weft-fsdp"),
     Case("DDP timeout negative", _ddp_bad_timeout, V, ("timeout=-5", "positive number of seconds"), "weft-ddp"),
     Case("DDP start method unknown", _ddp_bad_start, V, ("'thread'", "spawn"), "weft-ddp"),
     # ---- calls in the wrong order or on the wrong objects
     Case("setup_optimizers before setup_module (FSDP)", _fsdp(_opt_before_module), R, ("setup_optimizers", "fabric.setup_module(model) first"), "weft-fsdp"),
     Case("optimizer built before setup_module (FSDP)", _fsdp(_stale_optimizer), R, ("created before fabric.setup_module", "fabric.setup(model, optimizer)"), "weft-fsdp"),
-    Case("backward before any model is set up", lambda t: _cpu().backward(torch.ones(1, requires_grad=True).sum()), R, ("fabric.backward()", "fabric.setup(model, optimizer)")),
-    Case("setup twice", lambda t: (lambda f: f.setup(f.setup(nn.Linear(2, 2))))(_cpu()), R, ("already set up", "setup()")),
-    Case("setup a non-module", lambda t: _cpu().setup("model"), R, ("got str", "torch.nn.Module")),
-    Case("setup a non-optimizer", lambda t: _cpu().setup(nn.Linear(2, 2), "adam"), R, ("got str", "torch.optim.Optimizer")),
+    Case("setup twice", lambda t: (lambda f: f.setup(f.setup(nn.Linear(2, 2))))(_cpu()), V, ("already set up", "setup()")),
+    Case("setup a non-module", lambda t: _cpu().setup("model"), T, ("got str", "torch.nn.Module")),
+    Case("setup a non-optimizer", lambda t: _cpu().setup(nn.Linear(2, 2), "adam"), T, ("got str", "torch.optim.Optimizer")),
     Case("setup_optimizers with nothing", lambda t: _cpu().setup_optimizers(), R, ("setup_optimizers()", "at least one optimizer")),
-    Case("setup_dataloaders with a list", lambda t: _cpu().setup_dataloaders([1, 2]), R, ("got list", "DataLoader")),
-    Case("all_reduce op unknown", lambda t: _cpu().all_reduce(torch.ones(1), reduce_op="avg"), V, ("'avg'", "sum, mean, max, min")),
+    Case("setup_dataloaders with a list", lambda t: _cpu().setup_dataloaders([1, 2]), T, ("got list", "DataLoader")),
+    Case("all_reduce op unknown", lambda t: _cpu().all_reduce(torch.ones(1), reduce_op="median"), AttributeError, ("'median'", "sum, mean, max, min")),
+    Case("all_reduce over a sub-group", lambda t: _cpu().all_reduce(torch.ones(1), group=object()), V, ("group=", "sub-group")),
     Case("broadcast from a rank that does not exist", lambda t: _cpu().broadcast(1, src=5), V, ("src=5", "0..0")),
-    Case("clip_gradients with both limits", lambda t: (lambda f, m, o: f.clip_gradients(m, o, clip_val=1.0, max_norm=1.0))(*_trained()), V, ("clip_val", "exactly one of")),
-    Case("clip_gradients on an unwrapped model", lambda t: (lambda f, m, o: f.clip_gradients(nn.Linear(2, 2), o, max_norm=1.0))(*_trained()), R, ("clip_gradients()", "returned by fabric.setup()")),
-    Case("no_backward_sync on an unwrapped model", lambda t: _cpu().no_backward_sync(nn.Linear(2, 2)), R, ("no_backward_sync()", "returned by fabric.setup()")),
-    Case("launch twice", lambda t: (lambda f: (f.launch(), f.launch()))(_cpu()), R, ("already called", "once per Fabric")),
-    Case("launch a non-callable", lambda t: _cpu().launch(5), R, ("got int", "takes a function")),
+    Case("clip_gradients with both limits", lambda t: (lambda f, m, o: f.clip_gradients(m, o, clip_val=1.0, max_norm=1.0))(*_trained()), V, ("clip_val=1.0", "only one of")),
+    Case("clip_gradients with no limit", lambda t: (lambda f, m, o: f.clip_gradients(m, o))(*_trained()), V, ("clip_gradients()", "max_norm=")),
+    Case("clip_gradients on a non-module", lambda t: (lambda f, m, o: f.clip_gradients("model", o, max_norm=1.0))(*_trained()), T, ("got str", "torch.nn.Module")),
+    Case("clip_gradients of a non-finite norm", _clip_inf, R, ("inf", "error_if_nonfinite=False")),
+    Case("no_backward_sync on an unwrapped model", lambda t: _cpu().no_backward_sync(nn.Linear(2, 2)), T, ("no_backward_sync()", "returned by fabric.setup()")),
+    Case("launch a non-callable", lambda t: _cpu().launch(5), T, ("got int", "takes a function")),
+    Case("launch a function without a parameter", lambda t: _cpu().launch(lambda: None), T, ("takes no argument", "def train(fabric")),
+    Case("launch under Lightning's launcher", _launch_under_lightning_cli, R, ("fabric run", "remove fabric.launch()")),
     Case("seed not an int", lambda t: Fabric.seed_everything("x"), V, ("'x'", "an int")),
     Case("seed out of range", lambda t: Fabric.seed_everything(-1), V, ("-1", "[0, 2**32 - 1]")),
     # ---- checkpoints
-    Case("save a non-dict", lambda t: _cpu().save(t / "x.ckpt", [1]), R, ("got list", "dict of state")),
-    Case("load into a non-dict", lambda t: _cpu().load(t / "x.ckpt", "model"), R, ("got str", "dict of state")),
+    Case("save a non-dict", lambda t: _cpu().save(t / "x.ckpt", [1]), T, ("got list", "dict of state")),
+    Case("save with a filter for a missing key", lambda t: _cpu().save(t / "x.ckpt", {"a": 1}, filter={"b": lambda k, v: True}), V, ("['b']", "not in the state")),
+    Case("save with a filter that is not a function", lambda t: _cpu().save(t / "x.ckpt", {"a": 1}, filter={"a": 1}), T, ("filter=", "keep(name, value)")),
+    Case("load into a non-dict", lambda t: _cpu().load(t / "x.ckpt", "model"), T, ("got str", "dict of state")),
     Case("load a missing file", lambda t: _cpu().load(t / "nope.ckpt", {}), V, ("nope.ckpt", "No checkpoint")),
     Case("load_raw a missing file", lambda t: _cpu().load_raw(t / "nope.pt", nn.Linear(2, 2)), V, ("nope.pt", "No checkpoint")),
     Case("load a folder on a single-file strategy", lambda t: _cpu().load(t, {}), V, (str(Path("")), "weft consolidate")),

@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from weft import checkpoint
 from weft.clipping import WholeGradientClipping
+from weft.devices import RootDevice
+from weft.errors import ConfigurationError
 from weft.hookspecs import hookimpl
 
 
-class SingleDeviceStrategy(WholeGradientClipping):
+class SingleDeviceStrategy(WholeGradientClipping, RootDevice):
+    """One process on one device.
+
+    :param device: the device to compute on (``"cpu"``, ``"cuda:1"``, a ``torch.device``), as in
+        Lightning's ``SingleDeviceStrategy(device=...)``. weft takes the device from
+        ``Fabric(accelerator=..., devices=...)``; a ``device`` given here must be the one those
+        select, else ``Fabric(...)`` raises saying which arguments select it. ``None``: Fabric's.
+    :param accelerator, checkpoint_io, precision: accepted for Lightning's signature; weft takes
+        these from ``Fabric(...)``, so anything but ``None`` raises rather than being ignored.
+
+    .. versionadded:: 0.1
+    """
+
     name = "single_device"
+    # The device asked for in the constructor (a class default too: subclasses need not call __init__).
+    _requested_device: Any = None
+
+    def __init__(self, device: Any = None, accelerator: Any = None, checkpoint_io: Any = None, precision: Any = None) -> None:
+        _refuse_lightning_plugins("SingleDeviceStrategy", accelerator=accelerator, checkpoint_io=checkpoint_io, precision=precision)
+        if device is not None:
+            import torch
+
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as exc:
+                raise ConfigurationError(f"SingleDeviceStrategy(device={device!r}) is not a device: {exc}") from None
+        self._requested_device = device
+
+    @hookimpl
+    def weft_validate(self, fabric):
+        wanted = self._requested_device
+        if wanted is None:
+            return
+        chosen = fabric.device
+        if wanted.type != chosen.type or (wanted.index is not None and wanted.index != (chosen.index or 0)):
+            devices = 1 if wanted.type == "cpu" else [wanted.index or 0]
+            raise ConfigurationError(
+                f"SingleDeviceStrategy(device={str(wanted)!r}), but this Fabric computes on {str(chosen)!r} "
+                f"(accelerator={fabric.accelerator_name!r}). Select the device through Fabric: "
+                f"Fabric(accelerator={wanted.type!r}, devices={devices!r}, strategy=...)."
+            )
 
     @hookimpl
     def weft_strategy_setup_module(self, fabric, module):
@@ -36,7 +78,9 @@ class SingleDeviceStrategy(WholeGradientClipping):
 
     @hookimpl
     def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        return tensor.unsqueeze(0)
+        # As Lightning's single-device strategy: one process adds no world dimension
+        # (a multi-process strategy run with one process still returns shape (1, ...)).
+        return tensor
 
     @hookimpl
     def weft_strategy_broadcast(self, fabric, obj, src):
@@ -55,6 +99,23 @@ class SingleDeviceStrategy(WholeGradientClipping):
     def weft_strategy_load_checkpoint(self, fabric, path, state, strict, weights_only):
         return checkpoint.restore(checkpoint.load_file(path, weights_only=weights_only), state, strict)
 
+
+
+def _refuse_lightning_plugins(strategy: str, **given: Any) -> None:
+    """Lightning strategies take accelerator/precision/... objects; weft takes them from Fabric(...).
+    Refuse them rather than drop them silently."""
+    where = {
+        "accelerator": "Fabric(accelerator=...)",
+        "precision": "Fabric(precision=...)",
+        "cluster_environment": "Fabric(plugins=[environment])",
+        "checkpoint_io": "nothing in weft yet (strategies write checkpoints themselves)",
+    }
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigurationError(
+                f"{strategy}({name}={value!r}): weft does not take {name} from the strategy. "
+                f"Leave it out and pass it to {where[name]}."
+            )
 
 
 def _skip_init():

@@ -12,7 +12,8 @@ from weft import Fabric
 def work(fabric, offset):
     rank = fabric.global_rank
     x = torch.tensor([rank + 1.0, 10.0 * rank])
-    out = {name: fabric.all_reduce(x, reduce_op=name).tolist() for name in ("sum", "mean", "max", "min")}
+    # all_reduce reduces in place (as Lightning's): each reduction gets its own copy of x
+    out = {name: fabric.all_reduce(x.clone(), reduce_op=name).tolist() for name in ("sum", "mean", "max", "min")}
     out["gather"] = fabric.all_gather(torch.tensor(rank)).tolist()
     out["broadcast"] = fabric.broadcast({"from": rank, "offset": offset}, src=1)
     fabric.barrier("end")
