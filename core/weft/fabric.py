@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import os
+import sys
 from typing import Any, Callable, ContextManager, Iterator
 
 import pluggy
@@ -18,12 +20,31 @@ from torch import nn
 
 from weft import hookspecs, registry
 from weft.checkpoint import PRECISION_KEY
-from weft.errors import ConfigurationError, MisuseError
+from weft.clipping import check_finite_norm
+from weft.errors import (
+    ConfigurationError,
+    ConfigurationTypeError,
+    MisuseError,
+    MisuseTypeError,
+    MisuseValueError,
+    ReduceOpError,
+)
 from weft.utilities.apply import apply_to_tensors, move_to_device
 from weft.utilities.rng import RNGState
-from weft.wrappers import _FabricDataLoader, _FabricModule, _FabricOptimizer, unwrap
+from weft.wrappers import (
+    _call_hooks,
+    _check_placed,
+    _FabricDataLoader,
+    _FabricModule,
+    _FabricOptimizer,
+    _only_closure,
+    unwrap,
+    unwrap_compiled,
+)
 
 _REDUCE_OPS = ("sum", "mean", "max", "min")
+# Other spellings Lightning accepts for the same reductions.
+_REDUCE_OP_ALIASES = {"avg": "mean"}
 
 
 class _Default(str):
@@ -42,6 +63,20 @@ CLI_ENV = {
     "num_nodes": "WEFT_CLI_NUM_NODES",
     "precision": "WEFT_CLI_PRECISION",
 }
+# Lightning's launcher (`fabric run`, formerly `lightning run model`) passes its flags through these,
+# so a script written for it keeps them under weft. It always sets devices and num_nodes (default 1)
+# and marks the processes it started with LT_CLI_USED=1.
+LIGHTNING_CLI_ENV = {
+    "accelerator": "LT_ACCELERATOR",
+    "strategy": "LT_STRATEGY",
+    "devices": "LT_DEVICES",
+    "num_nodes": "LT_NUM_NODES",
+    "precision": "LT_PRECISION",
+}
+LIGHTNING_CLI_USED = "LT_CLI_USED"
+# An argument still holding one of these was left to the command line (Lightning's defaults, so an
+# explicit devices="auto" defers to `--devices` as it does there; precision=None is the default).
+_LEFT_UNSET = {"accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": "1", "precision": "None"}
 
 
 def _hook_names(plugin: Any) -> set[str]:
@@ -69,7 +104,7 @@ def _sort_plugins(plugins: Any) -> tuple[dict[str, Any], list[Any]]:
                 raise ConfigurationError(f"plugins= holds two {kind} plugins: {by_kind[kind]!r} and {plugin!r}")
             by_kind[kind] = plugin
         elif not _hook_names(plugin):
-            raise ConfigurationError(
+            raise ConfigurationTypeError(
                 f"plugins= holds {plugin!r}, which implements no weft hook: pass accelerator, strategy, "
                 "precision or cluster environment plugins, or objects with @weft.hookimpl methods"
             )
@@ -122,6 +157,8 @@ class Fabric:
         precision: str | int | Any = _Default("32-true"),
         plugins: Any = None,
     ) -> None:
+        if precision is None:  # as in Lightning: None means the default
+            precision = _Default("32-true")
         given = _apply_cli_defaults(
             {"accelerator": accelerator, "strategy": strategy, "devices": devices, "num_nodes": num_nodes, "precision": precision}
         )
@@ -167,6 +204,11 @@ class Fabric:
         self._modules_set_up = 0
         self._bind_hooks()
         hook.weft_validate(fabric=self)
+        if _lightning_cli_used() and self._external:
+            # As Lightning Fabric under `fabric run`: the processes exist, so the process group is
+            # set up now and the script may use torch.distributed right away (it calls no launch()).
+            self._launched = True
+            self._setup_environment()
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -337,12 +379,21 @@ class Fabric:
         ``function(fabric, *args, **kwargs)`` runs in each process and rank 0's
         result is returned. Under ``weft run``, torchrun or ``srun`` the processes
         exist already and this only sets this one up.
+
+        As in Lightning Fabric: calling it again without a function does nothing; a
+        script started by Lightning's ``fabric run`` must not call it (the processes
+        exist and are set up by ``Fabric(...)``), and it raises there.
         """
-        if self._launched:
-            raise MisuseError("fabric.launch() was already called; call it once per Fabric")
-        if function is not None and not callable(function):
-            raise MisuseError(f"fabric.launch() takes a function, got {type(function).__name__}")
-        self._launched = True
+        if _lightning_cli_used():
+            raise MisuseError(
+                "This script was started by Lightning's `fabric run`, which created the processes and set them up "
+                "in Fabric(...): remove fabric.launch() (Lightning Fabric refuses it there too), or start the "
+                "script with `weft run` or plain python."
+            )
+        if function is not None:
+            _check_launch_function(function)
+        elif self._launched:
+            return None
         needs_processes = not self._external and len(self._devices) > 1
         if not self._external and self._num_nodes > 1:
             raise ConfigurationError(
@@ -361,7 +412,9 @@ class Fabric:
                     f"{self.strategy_name!r} cannot start them. Use strategy='ddp' (weft-ddp), or start the "
                     "processes with `weft run` or torchrun."
                 )
+            self._launched = True
             return launched.result
+        self._launched = True
         self._setup_environment()
         if function is not None:
             return function(self, *args, **kwargs)
@@ -402,13 +455,22 @@ class Fabric:
     # ------------------------------------------------------------------ setup
 
     def setup(self, module: nn.Module, *optimizers: torch.optim.Optimizer, move_to_device: bool = True) -> Any:
-        """Set up a model and its optimizers: returns ``model`` or ``(model, *optimizers)``."""
+        """Set up a model and its optimizers: returns ``model`` or ``(model, *optimizers)``.
+
+        A ``torch.compile``d model is set up uncompiled (the strategy wraps the user's module),
+        then what the strategy made of it is compiled the same way; its ``state_dict`` keys
+        are the uncompiled model's, so checkpoints load into compiled and plain models alike.
+        """
         self._require_environment("setup")
         _check_module(module, "setup")
         for optimizer in optimizers:
             _check_optimizer(optimizer)
+        module, compile_like = unwrap_compiled(module)
+        if compile_like is not None:
+            _check_module(module, "setup")  # torch.compile(model) of a model set up already
         original = module
         module = self._pm.hook.weft_precision_convert_module(module=module) or module
+        call_hooks = _call_hooks(module)
         if optimizers:
             result = self._pm.hook.weft_strategy_setup_module_and_optimizers(
                 fabric=self, module=module, optimizers=list(optimizers)
@@ -421,7 +483,16 @@ class Fabric:
         else:
             forward_module = self._setup_raw_module(module, move_to_device)
             raw_optimizers = []
-        wrapped = _FabricModule(forward_module, original, self)
+        wrapped = _FabricModule(
+            forward_module,
+            original,
+            self,
+            compiled=None if compile_like is None else compile_like(forward_module),
+            # The strategy changed how the module is called (a wrapper such as DDP, or hooks on
+            # the module itself such as FSDP2's): other methods must go through it too.
+            routed=forward_module is not original or compile_like is not None or _call_hooks(forward_module) != call_hooks,
+            device=self.device if move_to_device else None,
+        )
         self._modules_set_up += 1
         if not optimizers:
             return wrapped
@@ -435,7 +506,7 @@ class Fabric:
         """Set up optimizers whose model was set up already; returns one or a tuple."""
         self._require_environment("setup_optimizers")
         if not optimizers:
-            raise MisuseError("setup_optimizers() needs at least one optimizer")
+            raise MisuseValueError("setup_optimizers() needs at least one optimizer")  # Lightning: ValueError
         for optimizer in optimizers:
             _check_optimizer(optimizer)
         wrapped = [self._wrap_optimizer(self._setup_raw_optimizer(o)) for o in optimizers]
@@ -443,7 +514,11 @@ class Fabric:
 
     def _setup_raw_module(self, module: nn.Module, move_to_device: bool) -> nn.Module:
         if not move_to_device:
-            return module
+            if self._world_size == 1:
+                return module  # one process: nothing to synchronise, and the model stays where it is
+            # Several processes: the strategy must still wrap the model (without DDP the replicas
+            # would drift apart), and it places the model on this process's device.
+            _check_placed(module, self.device)
         out = self._pm.hook.weft_strategy_setup_module(fabric=self, module=module)
         return module.to(self.device) if out is None else out
 
@@ -454,57 +529,81 @@ class Fabric:
     def _wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> _FabricOptimizer:
         precision_step, strategy_step = self._h_precision_step, self._h_strategy_step
         if precision_step is None and strategy_step is None:
-            step = optimizer.step  # nothing to add: the user's step, called directly
-        else:
+            # Nothing to add: the user's step, called directly with whatever arguments it takes.
+            return _FabricOptimizer(optimizer, optimizer.step)
 
-            def step(closure: Callable[[], Any] | None = None) -> Any:
-                if strategy_step is None:
-                    inner = (lambda: optimizer.step(closure)) if closure is not None else optimizer.step
-                else:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            closure = kwargs.get("closure", args[0] if args else None)
+            closure = closure if callable(closure) else None
+            if closure is not None and precision_step is not None:
+                # The precision inspects the gradients (a scaler unscales them) before `inner`
+                # runs; a closure would compute new ones after that, and they would be used as is.
+                raise MisuseError(
+                    f"optimizer.step(closure) cannot run under precision {self.precision_name!r}: it checks and "
+                    "unscales the gradients before the step, and the closure would compute new ones after that. "
+                    "Run the closure's work yourself (forward, fabric.backward) and call optimizer.step() without it."
+                )
+            if strategy_step is None:
+                inner = (lambda: optimizer.step(*args, **kwargs)) if args or kwargs else optimizer.step
+            else:
+                _only_closure(args, kwargs, self.strategy_name, optimizer)
 
-                    def inner() -> Any:
-                        if closure is not None:
-                            with torch.enable_grad():
-                                closure()
-                        return strategy_step(fabric=self, optimizer=optimizer)
+                def inner() -> Any:
+                    if closure is not None:
+                        with torch.enable_grad():
+                            closure()
+                    return strategy_step(fabric=self, optimizer=optimizer)
 
-                if precision_step is None:
-                    return inner()
-                return precision_step(optimizer=optimizer, step=inner)
+            if precision_step is None:
+                return inner()
+            return precision_step(optimizer=optimizer, step=inner)
 
         return _FabricOptimizer(optimizer, step)
 
     def setup_dataloaders(
         self, *dataloaders: Any, use_distributed_sampler: bool = True, move_to_device: bool = True
     ) -> Any:
-        """Set up data loaders: a distributed sampler when the strategy asks, batches moved to the device."""
+        """Set up data loaders: each rank's share of the data when the strategy asks, batches moved to the device.
+
+        With ``use_distributed_sampler`` under a strategy that splits data (DDP, FSDP), each loader
+        is rebuilt through its own class around this rank's sampler (see
+        :func:`weft.utilities.data.with_distributed_sampler`). After ``seed_everything(workers=True)``
+        loaders without a ``worker_init_fn`` get one seeding each worker. Returns one loader, or a
+        list of them in the order given.
+        """
         self._require_environment("setup_dataloaders")
+        from weft.errors import DataLoaderSetupError, MisuseValueError
+        from weft.utilities import data
+
         if not dataloaders:
-            raise MisuseError("setup_dataloaders() needs at least one DataLoader")
+            raise MisuseValueError("setup_dataloaders() needs at least one DataLoader")
+
         sampler_kwargs = self._pm.hook.weft_strategy_distributed_sampler_kwargs(fabric=self)
         device = self.device if move_to_device and self.device.type != "cpu" else None
-        out = []
         for loader in dataloaders:
             if not isinstance(loader, torch.utils.data.DataLoader):
-                raise MisuseError(f"setup_dataloaders() takes torch.utils.data.DataLoader objects, got {type(loader).__name__}")
+                raise DataLoaderSetupError(
+                    f"setup_dataloaders() takes torch.utils.data.DataLoader objects, got {type(loader).__name__}"
+                )
             if isinstance(loader, _FabricDataLoader):
-                raise MisuseError("this DataLoader was already set up by fabric.setup_dataloaders()")
+                raise MisuseValueError("this DataLoader was already set up by fabric.setup_dataloaders(); pass each loader once")
+        out = []
+        for loader in dataloaders:
             if sampler_kwargs and use_distributed_sampler:
-                from weft.utilities.data import with_distributed_sampler
-
-                loader = with_distributed_sampler(loader, sampler_kwargs)
+                # A new loader (of the user's class) around this rank's share of the data.
+                loader = data.with_distributed_sampler(loader, sampler_kwargs)
+            data.add_worker_seeding(loader, self._global_rank)
             out.append(_FabricDataLoader(loader, device))
-        return out[0] if len(out) == 1 else tuple(out)
+        return out[0] if len(out) == 1 else out  # a list, as Lightning returns
 
     # ------------------------------------------------------------------ training step
 
     def backward(self, tensor: torch.Tensor, *args: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
-        """Replace ``loss.backward()``: lets the precision scale the loss and the strategy run backward."""
-        if not self._modules_set_up:
-            raise MisuseError(
-                "fabric.backward() was called before any model was set up: pass the model through "
-                "fabric.setup(model, optimizer) first, and compute the loss with the returned model."
-            )
+        """Replace ``loss.backward()``: lets the precision scale the loss and the strategy run backward.
+
+        Needs no model set up on this Fabric (the loss may come from models set up on another), as
+        in Lightning Fabric.
+        """
         if self._h_pre_backward is not None:
             tensor = self._h_pre_backward(tensor=tensor)
         if self._h_backward is not None:
@@ -519,25 +618,42 @@ class Fabric:
         clip_val: float | None = None,
         max_norm: float | None = None,
         norm_type: float = 2.0,
-        error_if_nonfinite: bool = False,
+        error_if_nonfinite: bool = True,
     ) -> torch.Tensor | None:
-        """Clip by value (``clip_val``) or by total norm (``max_norm``), after unscaling; returns the norm."""
-        if (clip_val is None) == (max_norm is None):
-            raise ConfigurationError("clip_gradients() takes exactly one of clip_val= or max_norm=")
-        if not isinstance(module, _FabricModule):
-            raise MisuseError("clip_gradients() takes the model returned by fabric.setup()")
+        """Clip by value (``clip_val``) or by total norm (``max_norm``), after unscaling; returns the norm.
+
+        As in Lightning Fabric, ``module`` may be the model returned by :meth:`setup` or the
+        model itself, and a non-finite total norm raises :class:`~weft.errors.NonFiniteNormError`
+        (a ``RuntimeError``) unless ``error_if_nonfinite=False``. With mixed precision that is
+        what an overflow step gives: pass ``error_if_nonfinite=False`` to let ``optimizer.step()``
+        skip such steps. The strategy checks before it clips, so the gradients are left as they were.
+        """
+        if clip_val is not None and max_norm is not None:
+            raise ConfigurationError(
+                f"clip_gradients(clip_val={clip_val!r}, max_norm={max_norm!r}): pass only one of them "
+                "(clip_val clips each gradient value, max_norm the total norm)"
+            )
+        if clip_val is None and max_norm is None:
+            raise ConfigurationError("clip_gradients() needs clip_val= (clip each value) or max_norm= (clip the total norm)")
+        module, _ = unwrap_compiled(module)  # torch.compile(model) of the set-up model: the model inside
+        if isinstance(module, _FabricModule):
+            forward_module = module._forward_module
+        elif isinstance(module, nn.Module):
+            forward_module = module  # the user's own model object: its parameters are the ones set up
+        else:
+            raise MisuseTypeError(f"clip_gradients() takes the model (a torch.nn.Module) first, got {type(module).__name__}")
         raw_optimizer = unwrap(optimizer)
         hook = self._pm.hook
         hook.weft_precision_unscale_gradients(optimizer=raw_optimizer)
-        forward_module = module._forward_module
         if max_norm is not None:
             norm = hook.weft_strategy_clip_gradients_norm(
-                fabric=self, module=forward_module, optimizer=raw_optimizer, max_norm=float(max_norm), norm_type=float(norm_type)
+                fabric=self, module=forward_module, optimizer=raw_optimizer, max_norm=float(max_norm),
+                norm_type=float(norm_type), error_if_nonfinite=bool(error_if_nonfinite),
             )
             if norm is None:
                 raise MisuseError(f"strategy {self.strategy_name!r} does not implement weft_strategy_clip_gradients_norm")
-            if error_if_nonfinite and not torch.isfinite(norm):
-                raise RuntimeError(f"The total gradient norm is {norm.item()}; clipping is meaningless")
+            if error_if_nonfinite:
+                check_finite_norm(norm, norm_type)  # for a strategy that ignores error_if_nonfinite
             return norm
         done = hook.weft_strategy_clip_gradients_value(
             fabric=self, module=forward_module, optimizer=raw_optimizer, clip_val=float(clip_val)
@@ -548,8 +664,12 @@ class Fabric:
 
     def no_backward_sync(self, module: nn.Module, enabled: bool = True) -> ContextManager[None]:
         """Skip gradient synchronisation in backward while ``enabled`` (gradient accumulation)."""
+        module, _ = unwrap_compiled(module)
         if not isinstance(module, _FabricModule):
-            raise MisuseError("no_backward_sync() takes the model returned by fabric.setup()")
+            raise MisuseTypeError(
+                f"no_backward_sync() takes the model returned by fabric.setup(), got {type(module).__name__}: "
+                "model = fabric.setup(model, ...) first"
+            )
         context = self._pm.hook.weft_strategy_no_backward_sync(
             fabric=self, module=module._forward_module, enabled=bool(enabled)
         )
@@ -595,24 +715,53 @@ class Fabric:
 
     # ------------------------------------------------------------------ collectives
 
-    def all_reduce(self, data: Any, group: Any = None, reduce_op: str = "mean") -> Any:
-        """Reduce tensors (or numbers, or collections of them) across processes."""
-        if reduce_op not in _REDUCE_OPS:
-            raise ConfigurationError(f"reduce_op={reduce_op!r} is not one of {', '.join(_REDUCE_OPS)}")
+    def all_reduce(self, data: Any, group: Any = None, reduce_op: Any = "mean") -> Any:
+        """Reduce tensors (or numbers, or collections of them) across processes, in place.
+
+        As in Lightning Fabric, each tensor (moved to the device) receives the result and is
+        returned: the caller's tensor itself when it is on the device already. An integer tensor
+        stays integer, so its mean is truncated. Numbers become tensors first (bool as uint8, int
+        as int32, float as float32).
+
+        :param reduce_op: ``"mean"`` (or ``"avg"``), ``"sum"``, ``"max"``, ``"min"``, or the
+            matching ``torch.distributed.ReduceOp``.
+        :param group: only all processes (``None`` or ``torch.distributed.group.WORLD``).
+        """
+        op = _reduce_op_name(reduce_op)
+        _check_group(group, "all_reduce")
         self._require_environment("all_reduce")
         reduce = self._collective("all_reduce")
 
         def one(tensor: torch.Tensor) -> torch.Tensor:
-            return reduce(fabric=self, tensor=tensor.to(self.device), reduce_op=reduce_op)
+            tensor = tensor.to(self.device)  # the same object when already there
+            out = reduce(fabric=self, tensor=tensor, reduce_op=op)
+            if out is tensor:
+                return tensor
+            if out.shape != tensor.shape:
+                raise MisuseError(
+                    f"strategy {self.strategy_name!r} returned shape {tuple(out.shape)} from weft_strategy_all_reduce "
+                    f"for a tensor of shape {tuple(tensor.shape)}"
+                )
+            with torch.no_grad():  # the input may be a leaf that requires grad
+                tensor.copy_(out)  # casts back: an integer mean is truncated, as in Lightning
+            return tensor
 
-        return apply_to_tensors(_as_tensors(data, self.device), one)
+        return apply_to_tensors(_numbers_to_tensors(data), one)
 
     def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
-        """Gather tensors from every process; each result has a new first dimension of size world_size."""
+        """Gather tensors (or numbers, or collections of them) from every process.
+
+        Each result has a new first dimension of size world_size, except under a one-process
+        strategy (``single_device``), which returns each tensor as it is, as Lightning Fabric does.
+        Numbers become tensors first, as in :meth:`all_reduce`.
+
+        :param group: only all processes (``None`` or ``torch.distributed.group.WORLD``).
+        """
+        _check_group(group, "all_gather")
         self._require_environment("all_gather")
         gather = self._collective("all_gather")
         return apply_to_tensors(
-            _as_tensors(data, self.device),
+            _numbers_to_tensors(data),
             lambda t: gather(fabric=self, tensor=t.to(self.device).contiguous(), sync_grads=bool(sync_grads)),
         )
 
@@ -644,7 +793,8 @@ class Fabric:
         fabric.save(...)`` works; sharded strategies need every rank to call it.
         """
         if not isinstance(state, dict):
-            raise MisuseError(f"save() takes a dict of state, got {type(state).__name__}")
+            raise MisuseTypeError(f"save() takes a dict of state, got {type(state).__name__}")
+        _check_save_filter(filter, state)
         self._require_environment("save")
         raw = {k: unwrap(v) for k, v in state.items()}
         for key, value in raw.items():
@@ -666,7 +816,7 @@ class Fabric:
         is passed for a checkpoint you trust.
         """
         if state is not None and not isinstance(state, dict):
-            raise MisuseError(f"load() takes a dict of state (or None), got {type(state).__name__}")
+            raise MisuseTypeError(f"load() takes a dict of state (or None), got {type(state).__name__}")
         self._require_environment("load")
         raw = None if state is None else {k: unwrap(v) for k, v in state.items()}
         for value in (raw or {}).values():
@@ -695,16 +845,20 @@ class Fabric:
     # ------------------------------------------------------------------ conveniences
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` on global rank 0 only."""
-        if self._global_rank == 0:
+        """``print`` on the first process of each machine (local rank 0), as Lightning Fabric does."""
+        if self._local_rank == 0:
             print(*args, **kwargs)
 
     @staticmethod
-    def seed_everything(seed: int | None = None, workers: bool = False) -> int:
-        """Seed Python, NumPy (if installed) and torch; see :func:`weft.seed_everything`."""
+    def seed_everything(seed: int | None = None, workers: bool | None = None, verbose: bool = True) -> int:
+        """Seed Python, NumPy (if installed) and torch; see :func:`weft.seed_everything`.
+
+        Unlike the function, ``workers`` defaults to seeding DataLoader workers (``None`` means
+        ``True``), as ``lightning.fabric.Fabric.seed_everything`` does.
+        """
         from weft.utilities.seed import seed_everything
 
-        return seed_everything(seed, workers)
+        return seed_everything(seed=seed, workers=True if workers is None else workers, verbose=verbose)
 
     @contextlib.contextmanager
     def rank_zero_first(self, local: bool = False) -> Iterator[None]:
@@ -742,22 +896,56 @@ class _Worker:
 # ---------------------------------------------------------------------- argument checks
 
 
+def _lightning_cli_used() -> bool:
+    """Whether Lightning's `fabric run` started this process (it sets LT_CLI_USED=1)."""
+    return os.environ.get(LIGHTNING_CLI_USED, "0").strip() not in ("", "0")
+
+
+def _cli_flags(arg: str) -> list[tuple[str, str]]:
+    """The launchers' values for one argument: ``[(the flag as typed, value)]``."""
+    flag = arg.replace("_", "-")
+    found = []
+    if os.environ.get(CLI_ENV[arg]) is not None:
+        found.append((f"weft run --{flag} {os.environ[CLI_ENV[arg]]}", os.environ[CLI_ENV[arg]]))
+    if os.environ.get(LIGHTNING_CLI_ENV[arg]) is not None:
+        found.append((f"fabric run --{flag} {os.environ[LIGHTNING_CLI_ENV[arg]]}", os.environ[LIGHTNING_CLI_ENV[arg]]))
+    return found
+
+
 def _apply_cli_defaults(given: dict[str, Any]) -> dict[str, Any]:
-    """Take `weft run`'s flags as defaults; a conflicting explicit argument is an error."""
+    """Take the launcher's flags (`weft run`'s, or Lightning's `fabric run`'s) as defaults.
+
+    As in Lightning: an argument the script left at its default takes the flag; an explicit,
+    different one is an error. (Lightning lets LT_* variables silently override the script when
+    LT_CLI_USED is not set; weft reports that conflict too.)
+    """
     out = dict(given)
-    for arg, env in CLI_ENV.items():
-        cli = os.environ.get(env)
-        if cli is None:
+    for arg in CLI_ENV:
+        flags = _cli_flags(arg)
+        if not flags:
             continue
+        if len({value for _, value in flags}) > 1:
+            raise ConfigurationError(f"`{flags[0][0]}` and `{flags[1][0]}` disagree; set {arg} through one launcher only")
+        typed, cli = flags[0]
         value = given[arg]
-        if isinstance(value, (_Default, _DefaultInt)):
-            out[arg] = int(cli) if arg == "num_nodes" else cli
+        if isinstance(value, (_Default, _DefaultInt)) or (not _plugin_kinds(value) and str(value) == _LEFT_UNSET[arg]):
+            if arg == "num_nodes":
+                try:
+                    cli = int(cli)
+                except ValueError:
+                    raise ConfigurationError(f"`{typed}`: the number of nodes must be an integer") from None
+            out[arg] = cli
             continue
         shown = getattr(value, "name", value)
         if str(shown) != cli:
+            default = (
+                " (`fabric run` passes --devices and --num-nodes even when they are not typed; both default to 1)"
+                if typed.startswith("fabric run") and arg in ("devices", "num_nodes")
+                else ""
+            )
             raise ConfigurationError(
-                f"`weft run --{arg.replace('_', '-')} {cli}` conflicts with Fabric({arg}={value!r}) in the "
-                f"script. Remove one of them (the command line only fills arguments the script leaves unset)."
+                f"`{typed}` conflicts with Fabric({arg}={value!r}) in the script{default}. Remove one of them "
+                "(the command line only fills arguments the script leaves unset)."
             )
     return out
 
@@ -768,31 +956,111 @@ def _check_types(accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, 
             raise ConfigurationError(f"{name}={value!r}: pass a name (str) or a weft {name} plugin object")
     if isinstance(precision, bool) or not isinstance(precision, (str, int)) and not _plugin_kinds(precision):
         raise ConfigurationError(f"precision={precision!r}: pass a name such as '32-true' or 'bf16-mixed', or a precision plugin")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+    # Wrong types are TypeErrors (as Lightning raises them), wrong values ValueErrors.
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int):
+        raise ConfigurationTypeError(f"num_nodes={num_nodes!r} must be a positive int")
+    if num_nodes < 1:
         raise ConfigurationError(f"num_nodes={num_nodes!r} must be a positive int")
     if isinstance(devices, (bool, float)) or not isinstance(devices, (int, str, list, tuple)):
-        raise ConfigurationError(f"devices={devices!r}: pass an int, -1 for all, 'auto', a list of indices or '0,2'")
+        raise ConfigurationTypeError(f"devices={devices!r}: pass an int, -1 for all, 'auto', a list of indices or '0,2'")
     if plugins is not None and not isinstance(plugins, (list, tuple)) and not _plugin_kinds(plugins):
-        raise ConfigurationError(f"plugins={plugins!r}: pass a plugin object or a list of them")
+        raise ConfigurationTypeError(f"plugins={plugins!r}: pass a plugin object or a list of them")
 
 
 def _check_module(module: Any, what: str) -> None:
     if isinstance(module, _FabricModule):
-        raise MisuseError(f"{what}(): this model was already set up by fabric.setup()")
+        raise MisuseValueError(f"{what}(): this model was already set up by fabric.setup(); pass each model once")
     if not isinstance(module, nn.Module):
-        raise MisuseError(f"{what}() takes a torch.nn.Module first, got {type(module).__name__}")
+        raise MisuseTypeError(f"{what}() takes a torch.nn.Module first, got {type(module).__name__}")
 
 
 def _check_optimizer(optimizer: Any) -> None:
     if isinstance(optimizer, _FabricOptimizer):
-        raise MisuseError("this optimizer was already set up by fabric.setup()")
+        raise MisuseValueError("this optimizer was already set up by fabric.setup(); pass each optimizer once")
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise MisuseError(f"expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise MisuseTypeError(f"expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
 
 
-def _as_tensors(data: Any, device: torch.device) -> Any:
-    if isinstance(data, (int, float)) and not isinstance(data, bool):
-        return torch.tensor(data, device=device)
+def _check_launch_function(function: Any) -> None:
+    """What Lightning checks of ``launch(function)``: callable, and able to receive the Fabric."""
+    if not callable(function):
+        raise MisuseTypeError(
+            f"fabric.launch() takes a function, got {type(function).__name__} ({function!r:.60}). "
+            "Pass the function itself: fabric.launch(train), not fabric.launch(train())."
+        )
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): let the call decide
+        return
+    if not parameters:
+        raise MisuseTypeError(
+            f"fabric.launch({getattr(function, '__name__', function)!r}): the function takes no argument, but it is "
+            "called with the Fabric first: def train(fabric, ...)."
+        )
+
+
+def _check_save_filter(filter: Any, state: dict[str, Any]) -> None:
+    if filter is None:
+        return
+    if not isinstance(filter, dict):
+        raise MisuseTypeError(f"save(filter=...) takes a dict {{state key: keep(name, value)}}, got {type(filter).__name__}")
+    unknown = sorted(map(str, set(filter) - set(state)))
+    if unknown:
+        raise MisuseValueError(f"save(filter=...) has key(s) {unknown} that are not in the state {sorted(map(str, state))}")
+    for key, keep in filter.items():
+        if not callable(keep):
+            raise MisuseTypeError(f"save(filter={{{key!r}: ...}}) must map to a function keep(name, value), got {keep!r:.60}")
+
+
+def _reduce_op_name(reduce_op: Any) -> str:
+    """weft's name for a reduction given as Lightning accepts it: a string (any case) or a ReduceOp."""
+    name = reduce_op
+    if not isinstance(reduce_op, str):
+        # torch.distributed.ReduceOp.SUM has a name; a ReduceOp(...) object holds one in .op
+        name = getattr(reduce_op, "name", None) or getattr(getattr(reduce_op, "op", None), "name", None)
+    key = str(name).lower() if isinstance(name, str) else None
+    key = _REDUCE_OP_ALIASES.get(key, key)
+    if key not in _REDUCE_OPS:
+        raise ReduceOpError(
+            f"reduce_op={reduce_op!r} is not a reduction weft performs: use one of {', '.join(_REDUCE_OPS)} "
+            "('avg' is 'mean'), or torch.distributed.ReduceOp.SUM/AVG/MAX/MIN"
+        )
+    return key
+
+
+def _check_group(group: Any, what: str) -> None:
+    """weft's collectives span all processes; refuse a sub-group rather than ignore it."""
+    if group is None:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and group is dist.group.WORLD:
+        return
+    raise MisuseValueError(
+        f"{what}(group={group!r}): weft's {what} spans all processes and cannot use a sub-group. Leave group out, or "
+        f"call torch.distributed.{what}(..., group=...) yourself for that group."
+    )
+
+
+# As Lightning converts numbers before a collective (bool as uint8: NCCL refuses torch.bool).
+_NUMBER_DTYPES = ((bool, torch.uint8), (int, torch.int32), (float, torch.float32))
+
+
+def _numbers_to_tensors(data: Any) -> Any:
+    """``data`` with every Python number (and NumPy array) inside it turned into a tensor."""
+    for kind, dtype in _NUMBER_DTYPES:
+        if isinstance(data, kind):
+            return torch.tensor(data, dtype=dtype)
+    numpy = sys.modules.get("numpy")  # an array can only exist if NumPy is imported already
+    if numpy is not None and isinstance(data, numpy.ndarray):
+        return torch.from_numpy(data)
+    if isinstance(data, dict):
+        converted = {k: _numbers_to_tensors(v) for k, v in data.items()}
+        return converted if type(data) is dict else type(data)(converted)
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(_numbers_to_tensors(v) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(_numbers_to_tensors(v) for v in data)
     return data
 
 

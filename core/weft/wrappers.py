@@ -8,6 +8,9 @@ per-step path calls plugin code directly instead of dispatching through pluggy.
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
@@ -17,33 +20,74 @@ if TYPE_CHECKING:
     from weft.fabric import Fabric
 
 
+# Methods that run through the strategy's forward without being marked (Lightning's list).
+_STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+_MISSING = object()
+
+
 class _FabricModule(nn.Module):
     """Runs the forward of the strategy-wrapped module under the precision's context.
 
-    Attribute access falls through to the user's module, and ``state_dict``/
-    ``load_state_dict`` use the user's module, so keys carry no wrapper prefixes.
+    It stands in for the user's module, by Lightning's rules:
+
+    * ``state_dict``/``load_state_dict`` use the user's module, so keys carry no wrapper
+      (nor ``torch.compile``) prefixes;
+    * reading an attribute the wrapper lacks reads the user's module; writing one writes the
+      user's module, and also the wrapper when the wrapper has that name; deleting one
+      deletes it where it is;
+    * when setup changed how the module is called (DDP, FSDP, ``torch.compile``: ``routed``),
+      ``training_step``/``validation_step``/``test_step``/``predict_step`` and methods marked
+      with :meth:`mark_forward_method` run through the strategy's forward, and any other
+      method of the user's module that runs a submodule raises: it bypassed the strategy
+      (under DDP, its gradients would not be averaged and the replicas would drift apart).
+
+    :param forward_module: what the strategy made of the user's module (e.g. the DDP module).
+    :param original_module: the user's module (uncompiled).
+    :param compiled: ``forward_module`` compiled like the module the user passed, or ``None``.
+    :param routed: whether setup changed how the module is called (see above).
+    :param device: what ``model.device`` reports until ``model.to(...)`` moves it.
     """
 
-    def __init__(self, forward_module: nn.Module, original_module: nn.Module, fabric: Fabric) -> None:
+    def __init__(
+        self,
+        forward_module: nn.Module,
+        original_module: nn.Module,
+        fabric: Fabric,
+        *,
+        compiled: nn.Module | None = None,
+        routed: bool = False,
+        device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         self._forward_module = forward_module
         self._original_module = original_module
-        self._fabric = fabric
+        if compiled is not None:
+            self._compiled_module = compiled
+        # The strategy's own module stays `_forward_module` (no_backward_sync and clipping need the
+        # DDP/FSDP module); calls go through the compiled one when there is one.
+        call = (forward_module if compiled is None else compiled).__call__
+        self._weft_call = call
+        self._weft_strategy = fabric.strategy_name
+        self._weft_routed = routed
+        self._weft_device = device if device is not None else _device_of(original_module)
+        self._weft_redirects: dict[str, _Redirect] = {}
+        self._forward_methods = set(_STEP_METHODS)
         context, convert_in, convert_out = fabric._forward_hooks()
         if context is None and convert_in is None and convert_out is None:
             # Nothing to add: call the wrapped module directly (no extra Python frame).
-            self.forward = forward_module.__call__
+            self.forward = call
         else:
             self._context, self._convert_in, self._convert_out = context, convert_in, convert_out
+        self._weft_ready = True  # from here on, attribute writes follow Lightning's rules
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self._convert_in is not None:
             args, kwargs = self._convert_in(data=(args, kwargs))
         if self._context is not None:
             with self._context():
-                output = self._forward_module(*args, **kwargs)
+                output = self._weft_call(*args, **kwargs)
         else:
-            output = self._forward_module(*args, **kwargs)
+            output = self._weft_call(*args, **kwargs)
         if self._convert_out is not None:
             output = self._convert_out(data=output)
         return output
@@ -53,20 +97,177 @@ class _FabricModule(nn.Module):
         """The user's module (for DDP, the module inside the ``DistributedDataParallel``)."""
         return self._original_module
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: this process's device (with ``setup(move_to_device=False)``,
+        where its first parameter was), then wherever ``model.to(...)`` moved it."""
+        return self._weft_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point parameters (buffers when it has none, else
+        torch's default dtype)."""
+        for tensors in (self._original_module.parameters(), self._original_module.buffers()):
+            for tensor in tensors:
+                if tensor.is_floating_point():
+                    return tensor.dtype
+        return torch.get_default_dtype()
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        from weft.errors import MisuseError
+
+        raise MisuseError(f"model.dtype = {value!r}: the dtype follows the parameters; convert them with model.to({value!r})")
+
+    def to(self, *args: Any, **kwargs: Any) -> _FabricModule:
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self.__dict__["_weft_device"] = device
+        return super().to(*args, **kwargs)
+
+    def cuda(self, device: Any = None) -> _FabricModule:
+        if not isinstance(device, torch.device):
+            device = torch.device("cuda", torch.cuda.current_device() if device is None else device)
+        self.__dict__["_weft_device"] = device
+        return super().cuda(device)
+
+    def cpu(self) -> _FabricModule:
+        self.__dict__["_weft_device"] = torch.device("cpu")
+        return super().cpu()
+
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         return self._original_module.state_dict(*args, **kwargs)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def mark_forward_method(self, method: MethodType | str) -> None:
+        """Run ``method`` of the user's module through the strategy's forward, as ``forward`` is.
+
+        Under DDP or FSDP a method that runs the model must go through the strategy's forward,
+        or its gradients are not synchronised. The step methods (``training_step``...) are
+        marked already.
+
+        :param method: the method's name, or the method itself (``model.module.generate``).
+        """
+        from weft.errors import MisuseAttributeError, MisuseTypeError, MisuseValueError
+
+        if not isinstance(method, (MethodType, str)):
+            raise MisuseTypeError(
+                f"mark_forward_method() takes a method or its name (a str), got {type(method).__name__}: {method!r:.80}"
+            )
+        name = method if isinstance(method, str) else method.__name__
+        if name == "forward":
+            raise MisuseValueError("mark_forward_method('forward'): forward runs through the strategy already; mark other methods")
+        original = self._original_module
+        if not isinstance(getattr(original, name, None), MethodType):
+            raise MisuseAttributeError(
+                f"mark_forward_method({name!r}): {type(original).__name__}.{name} does not exist or is not a method"
+            )
+        self._forward_methods.add(name)
+
+    def _weft_through_forward(self, name: str) -> Callable[..., Any]:
+        """``name`` of the user's module, called through the strategy's forward (Lightning's way:
+        the user's ``forward`` is swapped for the method during one call of the wrapped module)."""
+        redirect = self._weft_redirects.get(name)
+        if redirect is None:
+            # One per name, so a compiled module sees the same object every call (no recompiles).
+            redirect = self._weft_redirects[name] = _Redirect(self._original_module, name)
+        forward = self.forward
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            redirect.patch()
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                redirect.restore()  # also when the strategy failed before reaching the method
+
+        return call
+
+    def _weft_tracked(self, method: MethodType, name: str) -> Callable[..., Any]:
+        """``method`` of the user's module, refused once it runs a submodule outside forward.
+
+        Lightning checks after the method returned; this stops at the first layer call, before
+        the layer runs (no computation that bypassed the strategy, no FSDP state left half-way),
+        and checks again afterwards in case the method caught that error itself.
+        """
+        original, strategy = self._original_module, self._weft_strategy
+
+        def refusal() -> Exception:
+            from weft.errors import MisuseError
+
+            return MisuseError(
+                f"{type(original).__name__}.{name}() runs the model's layers outside its forward, so it bypasses "
+                f"what fabric.setup() put around the model (strategy {strategy!r}, or torch.compile): under DDP or "
+                f"FSDP its gradients would not be synchronised. Mark it after fabric.setup(): "
+                f"model.mark_forward_method({name!r}), and it runs through the strategy's forward."
+            )
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            ran = []
+
+            def hook(*_: Any) -> None:
+                ran.append(True)
+                raise refusal()
+
+            # First among the hooks: FSDP's must not unshard a layer that will not run.
+            handles = [module.register_forward_pre_hook(hook, prepend=True) for module in original.modules()]
+            try:
+                output = method(*args, **kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            if ran:
+                raise refusal()
+            return output
+
+        return call
+
     def __getattr__(self, name: str) -> Any:
-        try:
+        # Only reached when normal lookup fails. nn.Module keeps submodules in `_modules`.
+        state = self.__dict__
+        modules = state.get("_modules", {})
+        original = modules.get("_original_module")
+        routed = state.get("_weft_routed", False)
+        if routed and name in state["_forward_methods"] and isinstance(getattr(original, name, None), MethodType):
+            return self._weft_through_forward(name)
+        if name in modules or name in state.get("_parameters", {}) or name in state.get("_buffers", {}) or original is None:
             return super().__getattr__(name)
-        except AttributeError:
-            original = self.__dict__.get("_modules", {}).get("_original_module")
-            if original is None:
-                raise
-            return getattr(original, name)
+        attribute = getattr(original, name)
+        if routed and isinstance(attribute, MethodType):
+            return self._weft_tracked(attribute, name)
+        return attribute
+
+    def _weft_has(self, name: str) -> bool:
+        """Whether the wrapper itself has ``name`` (what Lightning tests with ``name in dir(self)``)."""
+        state = self.__dict__
+        if name in state or name in state["_parameters"] or name in state["_modules"] or name in state["_buffers"]:
+            return True
+        return any(name in vars(cls) for cls in type(self).__mro__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not self.__dict__.get("_weft_ready"):
+            super().__setattr__(name, value)
+            return
+        original = self._original_module
+        on_wrapper = self._weft_has(name)
+        if not on_wrapper or hasattr(original, name):
+            setattr(original, name, value)
+        if on_wrapper:
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if not self.__dict__.get("_weft_ready"):
+            super().__delattr__(name)
+            return
+        state = self.__dict__
+        own = name in state or name in state["_parameters"] or name in state["_modules"] or name in state["_buffers"]
+        original = self._original_module
+        if not own or hasattr(original, name):
+            delattr(original, name)  # raises AttributeError when neither has it
+        if own:
+            super().__delattr__(name)
 
     def __getitem__(self, index: Any) -> Any:
         # Indexing a container module (nn.Sequential, nn.ModuleList) reaches the user's module.
@@ -76,6 +277,95 @@ class _FabricModule(nn.Module):
         return f"FabricModule({self._original_module!r})"
 
 
+class _Redirect:
+    """Stands in for the user's module's ``forward`` during one call of the strategy's module.
+
+    DDP and FSDP do their work around ``module(...)``: while patched, what that call reaches is
+    the method ``name`` instead of ``forward``. The method may call ``forward`` itself, so the
+    patch is undone as soon as the call arrives.
+    """
+
+    __slots__ = ("module", "name", "saved")
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        self.module, self.name, self.saved = module, name, _MISSING
+
+    def patch(self) -> None:
+        state = self.module.__dict__
+        self.saved = state.get("forward", _MISSING)
+        state["forward"] = self
+
+    def restore(self) -> None:
+        state = self.module.__dict__
+        if state.get("forward") is self:
+            if self.saved is _MISSING:
+                del state["forward"]
+            else:
+                state["forward"] = self.saved
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.restore()
+        return getattr(self.module, self.name)(*args, **kwargs)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.get_default_device()
+
+
+def unwrap_compiled(module: nn.Module) -> tuple[nn.Module, Callable[[nn.Module], nn.Module] | None]:
+    """``(module, None)``, or for a ``torch.compile``d module ``(the module inside, a function that
+    compiles another module the same way)``.
+
+    torch._dynamo is only consulted when already imported: a compiled module imported it.
+    """
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    optimized = getattr(eval_frame, "OptimizedModule", None)
+    if optimized is None or not isinstance(module, optimized):
+        return module, None
+    return module._orig_mod, module.dynamo_ctx
+
+
+def _call_hooks(module: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The hooks that run around ``module(...)``. A strategy that adds some (FSDP2 does) has
+    changed how the module is called, as one that wraps it (DDP) has."""
+    return tuple(module._forward_pre_hooks), tuple(module._forward_hooks)
+
+
+def _check_placed(module: nn.Module, device: torch.device) -> None:
+    """``setup(move_to_device=False)`` under several processes: the strategy computes on
+    ``device`` and would move the model there, against the request; refuse instead."""
+    elsewhere = {
+        str(t.device) for tensors in (module.parameters(), module.buffers()) for t in tensors
+        if t.device != device and t.device.type != "meta"  # meta: the strategy materialises it
+    }
+    if elsewhere:
+        from weft.errors import MisuseValueError
+
+        raise MisuseValueError(
+            f"setup(move_to_device=False): the model is on {', '.join(sorted(elsewhere))}, but this process "
+            f"computes on {device} and its strategy needs the model there. Move it first "
+            "(model = fabric.to_device(model)) or leave move_to_device=True."
+        )
+
+
+def _only_closure(args: tuple, kwargs: dict, strategy: str, optimizer: torch.optim.Optimizer) -> None:
+    """A strategy that steps the optimizer itself (``weft_strategy_optimizer_step``) takes no
+    step arguments but a closure: refuse others rather than drop them."""
+    extra = [repr(a)[:40] for a in args[1:]] + [f"{k}=..." for k in kwargs if k != "closure"]
+    if args and not (args[0] is None or callable(args[0])):
+        extra.insert(0, repr(args[0])[:40])
+    if extra:
+        from weft.errors import MisuseTypeError
+
+        raise MisuseTypeError(
+            f"optimizer.step({', '.join(extra)}): strategy {strategy!r} performs the step of "
+            f"{type(optimizer).__name__} itself and can pass on only a closure. Call optimizer.step() "
+            "without these arguments, or use a strategy that calls the optimizer's own step."
+        )
+
+
 class _FabricOptimizer:
     """Steps through the precision and strategy; everything else is the user's optimizer.
 
@@ -83,6 +373,7 @@ class _FabricOptimizer:
     optimizer class, so ``isinstance(opt, torch.optim.AdamW)`` stays true.
     Reads fall through to the wrapped optimizer; writes to attributes it already
     has go to it too, so both always agree (``load_state_dict`` included).
+    ``step`` and ``zero_grad`` pass every argument on, for optimizers with their own signature.
     """
 
     _classes: dict[type, type] = {}
@@ -100,13 +391,13 @@ class _FabricOptimizer:
         """The user's optimizer."""
         return self._optimizer
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        return self._weft_step(closure)
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        return self._weft_step(*args, **kwargs)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self, *args: Any, **kwargs: Any) -> Any:
         # Called every step: run it on the user's optimizer, not inherited with this wrapper as
         # `self` (each attribute it reads would miss here and fall through __getattr__, ~3 us).
-        self._optimizer.zero_grad(set_to_none=set_to_none)
+        return self._optimizer.zero_grad(*args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         return self._optimizer.state_dict()
@@ -179,9 +470,7 @@ class _FabricDataLoader:
         set_(self, "_epoch", epoch)
         set_(self, "_batches_consumed", skip)
         loader = self._loader
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        _set_sampler_epoch(loader, epoch)
         if skip:
             set_(self, "_epoch_generators", generators)
             iterator = _skip_batches(loader, skip, generators)
@@ -244,14 +533,45 @@ def _has_len(loader: Any) -> bool:
     return True
 
 
+def _set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's samplers the epoch, so a ``DistributedSampler`` reshuffles each epoch.
+
+    Both places a sampler can sit are reached: ``loader.sampler`` and, for a loader built
+    around a batch sampler, ``loader.batch_sampler.sampler`` (each sampler once).
+    """
+    samplers = [getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)]
+    for i, sampler in enumerate(samplers):
+        if sampler is None or any(sampler is other for other in samplers[:i]):
+            continue
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+def _samplers(loader: Any) -> dict[str, Any]:
+    """The samplers that decide a loader's order, each once, by where they sit: ``sampler``,
+    ``batch_sampler``, and those they wrap (``batch_sampler.sampler``, ``sampler.sampler``...)."""
+    found: dict[str, Any] = {}
+    queue = [("sampler", getattr(loader, "sampler", None)), ("batch_sampler", getattr(loader, "batch_sampler", None))]
+    while queue:
+        path, sampler = queue.pop(0)
+        if sampler is None or path.count(".") > 3 or any(sampler is known for known in found.values()):
+            continue
+        found[path] = sampler
+        queue.append((path + ".sampler", getattr(sampler, "sampler", None)))
+    return found
+
+
 def _own_generators(loader: Any) -> dict[str, torch.Generator]:
-    """The generators a loader draws from besides the global one: its own and its sampler's."""
+    """The generators a loader draws from besides the global one: its own and its samplers'
+    (also one inside a batch sampler, or inside the sampler that splits a user's sampler between ranks)."""
     found = {}
     if isinstance(getattr(loader, "generator", None), torch.Generator):
         found["loader"] = loader.generator
-    sampler_generator = getattr(getattr(loader, "sampler", None), "generator", None)
-    if isinstance(sampler_generator, torch.Generator) and sampler_generator is not found.get("loader"):
-        found["sampler"] = sampler_generator
+    for path, sampler in _samplers(loader).items():
+        generator = getattr(sampler, "generator", None)
+        if isinstance(generator, torch.Generator) and not any(generator is known for known in found.values()):
+            found[path] = generator
     return found
 
 

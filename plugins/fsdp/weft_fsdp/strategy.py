@@ -19,7 +19,9 @@ import torch.distributed as dist
 from torch import nn
 
 from weft import distributed as wdist
+from weft.clipping import check_finite_norm
 from weft.errors import ConfigurationError, MisuseError
+from weft.devices import RootDevice  # strategy.root_device, as Lightning's
 from weft.hookspecs import hookimpl
 
 from weft_fsdp import _checkpoint, _dist, _sharding
@@ -39,7 +41,7 @@ def _check_policy(option: str) -> Callable[[Any, Any, Any], None]:
 
 
 @attrs.define(eq=False)
-class FSDPStrategy(wdist.CollectiveHooks):
+class FSDPStrategy(wdist.CollectiveHooks, RootDevice):
     """Shard parameters, gradients and optimizer state across processes with FSDP2.
 
     :param auto_wrap_policy: which submodules become their own FSDP unit (gathered and
@@ -222,10 +224,12 @@ class FSDPStrategy(wdist.CollectiveHooks):
         return _no_gradient_sync(module) if enabled else contextlib.nullcontext()
 
     @hookimpl
-    def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type):
+    def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type, error_if_nonfinite):
         grads = [p.grad for p in _params(optimizer)]
         total = torch.nn.utils.get_total_norm(grads, norm_type=norm_type)
         total = _full(total)  # a DTensor norm holds partial sums: reduce it over every shard
+        if error_if_nonfinite:
+            check_finite_norm(total, norm_type)  # every rank sees the same total, so all raise together
         torch.nn.utils.clip_grads_with_norm_(_params(optimizer), max_norm, total)
         return total
 
