@@ -594,7 +594,12 @@ def weft_strategy_no_backward_sync(fabric: Fabric, module: torch.nn.Module, enab
 
 @hookspec(firstresult=True)
 def weft_strategy_clip_gradients_norm(
-    fabric: Fabric, module: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float, norm_type: float
+    fabric: Fabric,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    max_norm: float,
+    norm_type: float,
+    error_if_nonfinite: bool,
 ) -> torch.Tensor:
     """Clip gradients to a total norm, computed over all of the model's shards.
 
@@ -605,15 +610,25 @@ def weft_strategy_clip_gradients_norm(
     :param optimizer: the raw optimizer whose parameters are clipped.
     :param max_norm: the largest total norm allowed.
     :param norm_type: the p of the p-norm (``inf`` allowed).
+    :param error_if_nonfinite: when true and the total norm is inf or NaN, raise
+        :class:`~weft.errors.NonFiniteNormError` *before* touching the gradients
+        (:func:`weft.clipping.check_finite_norm`), as ``torch.nn.utils.clip_grad_norm_`` does.
+        An implementation that leaves this argument out still gets the error from Fabric,
+        but only after it clipped.
     :returns: the total norm before clipping.
 
     Example::
 
         @hookimpl
-        def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type):
-            return torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm, norm_type)
+        def weft_strategy_clip_gradients_norm(self, fabric, module, optimizer, max_norm, norm_type, error_if_nonfinite):
+            total = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()], norm_type)
+            if error_if_nonfinite:
+                weft.clipping.check_finite_norm(total, norm_type)
+            torch.nn.utils.clip_grads_with_norm_(module.parameters(), max_norm, total)
+            return total
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``error_if_nonfinite`` argument.
     """
 
 
@@ -647,7 +662,9 @@ def weft_strategy_all_reduce(fabric: Fabric, tensor: torch.Tensor, reduce_op: st
     :param fabric: the calling Fabric.
     :param tensor: a tensor on this process's device.
     :param reduce_op: one of ``"sum"``, ``"mean"``, ``"max"``, ``"min"``.
-    :returns: the reduced tensor (a new tensor; the input is left unchanged).
+    :returns: the reduced tensor: a new one, or ``tensor`` itself reduced in place. Either
+        way :meth:`Fabric.all_reduce <weft.fabric.Fabric.all_reduce>` leaves the result in the
+        caller's tensor, as Lightning Fabric does.
 
     Example::
 
@@ -666,13 +683,15 @@ def weft_strategy_all_gather(fabric: Fabric, tensor: torch.Tensor, sync_grads: b
     :param fabric: the calling Fabric.
     :param tensor: a tensor of the same shape on every process.
     :param sync_grads: keep the gather differentiable.
-    :returns: a tensor of shape ``(world_size, *tensor.shape)``.
+    :returns: a tensor of shape ``(world_size, *tensor.shape)``. A strategy that only ever
+        runs one process may return ``tensor`` as it is (Lightning's single-device strategy
+        adds no dimension, and scripts written for it rely on that).
 
     Example::
 
         @hookimpl
         def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-            return tensor.unsqueeze(0)
+            return tensor  # one process: nothing to gather
 
     .. versionadded:: 0.1
     """

@@ -53,7 +53,7 @@ def test_16_mixed_on_cuda_skips_an_overflowing_step_and_lowers_the_scale():
         optimizer.zero_grad()
         loss = nn.CrossEntropyLoss()(model(x), y)
         fabric.backward(loss * float("inf") if bad else loss)
-        norm = fabric.clip_gradients(model, optimizer, max_norm=1.0)
+        norm = fabric.clip_gradients(model, optimizer, max_norm=1.0, error_if_nonfinite=False)
         optimizer.step()
         unchanged = all(torch.equal(b, a) for b, a in zip(before, model.parameters()))
         assert unchanged == bad

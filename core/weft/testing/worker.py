@@ -193,11 +193,14 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
     world, rank = fabric.world_size, fabric.global_rank
 
     with report.section("all_reduce") as rec:
-        source = torch.tensor([rank + 1.0, 2.0 * (rank + 1)])
-        kept = source.clone()
+        source = torch.tensor([rank + 1.0, 2.0 * (rank + 1)], device=fabric.device)
+        in_place = True
         for op in ("sum", "mean", "max", "min"):
-            rec[op] = fabric.all_reduce(source, reduce_op=op).float().cpu().tolist()
-        rec["input_unchanged"] = bool(torch.equal(source, kept))
+            given = source.clone()
+            result = fabric.all_reduce(given, reduce_op=op)
+            in_place = in_place and result is given  # Lightning's semantics: the caller's tensor holds the result
+            rec[op] = result.float().cpu().tolist()
+        rec["in_place"] = in_place
         rec["python_number"] = float(fabric.all_reduce(float(rank), reduce_op="sum"))
 
     with report.section("all_gather") as rec:

@@ -32,10 +32,10 @@ class RaisingStrategy(SingleDeviceStrategy):
 
 
 class WrongResultStrategy(SingleDeviceStrategy):
-    """Returns a wrong value: gathers without the new first dimension."""
+    """Returns a wrong value: gathers something other than what each rank sent."""
 
     name = "broken_result"
 
     @hookimpl
     def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        return tensor.clone()
+        return (tensor + 1).unsqueeze(0)
