@@ -7,12 +7,19 @@ Lightning raised (weft's message may differ). Keys must be the same on both side
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+# Lightning Fabric is a test-only dependency (scripts/setup.sh installs it); without it the
+# differential tests skip. (A module, not a conftest.py: the suite imports the top conftest by name.)
+pytest.importorskip("lightning.fabric", reason="lightning is not installed (scripts/setup.sh installs it for tests)")
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 _DROP = ("WEFT_", "PL_", "LT_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_", "TORCHELASTIC", "NODE_RANK")
@@ -77,25 +84,48 @@ def differences(lightning, weft, where: str = "") -> list[str]:
     return [f"{where}: Lightning {lightning!r:.200}, weft {weft!r:.200}"]
 
 
+_LIGHTNING_RUNS: dict[str, dict[int, dict]] = {}
+
+
+def lightning_run(scenario: str, out: Path, **kwargs) -> dict[int, dict]:
+    """Lightning's observations of a scenario, run once per test session: they depend on neither
+    weft nor the breakage weft runs with, and a Lightning run costs several seconds."""
+    key = f"{scenario} {sorted(kwargs.items())!r}"
+    if key not in _LIGHTNING_RUNS:
+        _LIGHTNING_RUNS[key] = run(scenario, "lightning", out, **kwargs)
+    return copy.deepcopy(_LIGHTNING_RUNS[key])
+
+
+def assert_same(scenario: str, lightning: dict[int, dict], weft: dict[int, dict]) -> None:
+    """Raise :class:`Mismatch` listing every difference between the two runs' observations."""
+    found = []
+    for rank in sorted(lightning):
+        found += differences(lightning[rank], weft.get(rank, {}), f"rank{rank}")
+    if found:
+        raise Mismatch(f"{scenario}: weft differs from Lightning Fabric:\n  " + "\n  ".join(found[:40]))
+
+
 def compare(scenario: str, tmp_path: Path, *, ranks: int = 1, breakage: str | None = None, **kwargs) -> dict[int, dict]:
     """Run ``scenario`` under both frameworks; raise :class:`Mismatch` listing every difference.
 
     Returns weft's observations (for extra checks of weft-only behaviour)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    lightning = run(scenario, "lightning", tmp_path, ranks=ranks, **kwargs)
+    lightning = lightning_run(scenario, tmp_path, ranks=ranks, **kwargs)
     weft = run(scenario, "weft", tmp_path, ranks=ranks, breakage=breakage, **kwargs)
-    found = []
-    for rank in range(ranks):
-        found += differences(lightning[rank], weft[rank], f"rank{rank}")
-    if found:
-        raise Mismatch(f"{scenario}: weft differs from Lightning Fabric:\n  " + "\n  ".join(found[:40]))
+    assert_same(scenario, lightning, weft)
     return weft
 
 
-def broken_compare(scenario: str, tmp_path: Path, breakage: str, **kwargs) -> str:
-    """Show the comparison can fail: with ``breakage`` applied to weft it must report a mismatch."""
+def expect_mismatch(check, scenario: str, breakage: str, *args, **kwargs) -> str:
+    """Show a comparison can fail: ``check(scenario, *args, breakage=breakage, **kwargs)`` must raise
+    :class:`Mismatch` with weft deliberately broken. Returns the mismatch's message."""
     try:
-        compare(scenario, tmp_path, breakage=breakage, **kwargs)
+        check(scenario, *args, breakage=breakage, **kwargs)
     except Mismatch as exc:
         return str(exc)
     raise AssertionError(f"{scenario}: the comparison passed with weft deliberately broken ({breakage}); it checks nothing")
+
+
+def broken_compare(scenario: str, tmp_path: Path, breakage: str, **kwargs) -> str:
+    """:func:`compare` with ``breakage`` applied to weft: it must report a mismatch."""
+    return expect_mismatch(compare, scenario, breakage, tmp_path, **kwargs)

@@ -5,36 +5,10 @@ agreeing when weft is deliberately broken (``breakages_data.py``), so each compa
 shown to check something.
 """
 
-import copy
-
-import harness
 import pytest
 from harness import broken_compare, compare
 
 pytestmark = pytest.mark.slow
-
-_LIGHTNING_RUNS: dict = {}
-
-
-@pytest.fixture(autouse=True)
-def lightning_runs_once(monkeypatch):
-    """Run each scenario under Lightning once per session and reuse its observations.
-
-    They depend neither on weft nor on the breakage weft runs with, and a 2-rank run under
-    Lightning costs most of a comparison's time.
-    """
-    real_run = harness.run
-
-    def run(scenario, framework, out, **kwargs):
-        if framework != "lightning":
-            return real_run(scenario, framework, out, **kwargs)
-        key = (scenario, repr(sorted(kwargs.items())))
-        if key not in _LIGHTNING_RUNS:
-            _LIGHTNING_RUNS[key] = real_run(scenario, framework, out, **kwargs)
-        return copy.deepcopy(_LIGHTNING_RUNS[key])
-
-    monkeypatch.setattr(harness, "run", run)
-
 
 # ---------------------------------------------------------------- samplers
 

@@ -84,6 +84,11 @@ def _plain(value):
     return repr(value)
 
 
+def epochs(loader, count=2):
+    """The batches of ``count`` passes over ``loader``, as lists of ints."""
+    return [[batch.tolist() for batch in loader] for _ in range(count)]
+
+
 class Recorder:
     """Observations of one rank, written as JSON when the scenario ends."""
 

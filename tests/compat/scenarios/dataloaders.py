@@ -9,17 +9,13 @@ what cannot be rebuilt is refused.
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
 
-from compat import Recorder, api
+from compat import Recorder, api, epochs
 
 fabric = api.Fabric(accelerator="cpu", devices=2, strategy="ddp")
 fabric.launch()
 api.seed_everything(5, verbose=False)
 rec = Recorder(fabric.global_rank)
 data = torch.arange(30)
-
-
-def epochs(loader, count=2):
-    return [[batch.tolist() for batch in loader] for _ in range(count)]
 
 
 def inner(loader):

@@ -8,18 +8,13 @@ shuffled/sequential loaders, and a sampler nobody can split (no len()).
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SubsetRandomSampler, WeightedRandomSampler
 
-from compat import Recorder, api
+from compat import Recorder, api, epochs
 
 fabric = api.Fabric(accelerator="cpu", devices=2, strategy="ddp")
 fabric.launch()
 api.seed_everything(7, verbose=False)
 rec = Recorder(fabric.global_rank)
 data = torch.arange(40)
-
-
-def epochs(loader, count=2):
-    """The batches of ``count`` passes over ``loader``, as lists of ints."""
-    return [[batch.tolist() for batch in loader] for _ in range(count)]
 
 
 # K-fold cross-validation: fold k validates on every fourth sample from k and trains on the rest.
