@@ -12,12 +12,13 @@ import contextlib
 import inspect
 import os
 import sys
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Mapping
 
 import pluggy
 import torch
 from torch import nn
 
+from weft import callbacks as callback_calls
 from weft import hookspecs, registry
 from weft.checkpoint import PRECISION_KEY
 from weft.clipping import check_finite_norm
@@ -43,6 +44,17 @@ from weft.wrappers import (
 )
 
 _REDUCE_OPS = ("sum", "mean", "max", "min")
+_LOGGER_HOOKS = tuple(name for name in vars(hookspecs) if name.startswith("weft_logger_"))
+
+
+class NoLoggerError(MisuseError, IndexError):
+    """``fabric.logger`` on a Fabric without loggers (an ``IndexError``, as in Lightning Fabric)."""
+
+
+class LogDictTypeError(MisuseTypeError, AttributeError):
+    """``fabric.log_dict()`` given something other than a dict. Also an ``AttributeError``: what
+    Lightning Fabric raises (it calls ``metrics.items()``)."""
+
 # Other spellings Lightning accepts for the same reductions.
 _REDUCE_OP_ALIASES = {"avg": "mean"}
 
@@ -144,8 +156,12 @@ class Fabric:
     :param precision: ``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``, ... or a precision plugin.
     :param plugins: extra plugin objects (a cluster environment, a precision, or any
         object implementing weft hooks).
+    :param callbacks: an object or a list of objects whose methods :meth:`call` calls by name.
+    :param loggers: a logger name (``"csv"``), a logger object, or a list of them; see
+        :meth:`log`. Objects with Lightning's logger interface are accepted as they are.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``callbacks`` and ``loggers``.
     """
 
     def __init__(
@@ -156,6 +172,8 @@ class Fabric:
         num_nodes: int = _DefaultInt(1),
         precision: str | int | Any = _Default("32-true"),
         plugins: Any = None,
+        callbacks: Any = None,
+        loggers: Any = None,
     ) -> None:
         if precision is None:  # as in Lightning: None means the default
             precision = _Default("32-true")
@@ -197,6 +215,8 @@ class Fabric:
         for index, plugin in enumerate(others):
             self._pm.register(plugin, name=f"extra-{index}")
         self._extras = others
+        self._callbacks = callback_calls.configure(callbacks)
+        self._configure_loggers(loggers)
 
         self._device: torch.device | None = None
         self._environment_ready = False
@@ -252,6 +272,11 @@ class Fabric:
         self._h_backward = _resolve(hook.weft_strategy_backward)
         self._h_precision_step = _resolve(hook.weft_precision_optimizer_step)
         self._h_strategy_step = _resolve(hook.weft_strategy_optimizer_step)
+        self._h_loggers = None  # resolved only where some plugin implements a logger hook
+        if any(getattr(hook, name).get_hookimpls() for name in _LOGGER_HOOKS):
+            from weft.loggers.dispatch import LoggerCalls
+
+            self._h_loggers = LoggerCalls(self._pm)
 
     def _forward_hooks(self) -> tuple[Any, Any, Any]:
         hook = self._pm.hook
@@ -273,7 +298,28 @@ class Fabric:
     def _registered_plugins(self) -> dict[str, Any]:
         plugins = {name: getattr(self, f"_{name}") for name in ("accelerator", "environment", "precision", "strategy")}
         plugins.update({f"extra-{i}": plugin for i, plugin in enumerate(self._extras)})
+        plugins.update({f"logger-{i}": plugin for i, plugin in enumerate(self._logger_plugins)})
         return plugins
+
+    def _configure_loggers(self, loggers: Any) -> None:
+        """Create named loggers, register each (or its adapter) with the plugin manager."""
+        given = [] if loggers is None else list(loggers) if isinstance(loggers, (list, tuple)) else [loggers]
+        self._loggers = [_plugin_or_create("loggers", item) if isinstance(item, str) else item for item in given]
+        self._logger_plugins: list[Any] = []
+        self._loggers_finalized = False
+        self._loggers_used = False
+        self._supervising = False
+        if not self._loggers:
+            return
+        from weft.loggers.dispatch import as_plugin
+
+        for index, logger in enumerate(self._loggers):
+            if any(logger is earlier for earlier in self._loggers[:index]):
+                raise ConfigurationError(f"loggers= holds the same logger twice ({type(logger).__name__}); pass it once")
+            plugin = as_plugin(logger, lambda: registry.names("loggers"))
+            self._pm.register(plugin, name=f"logger-{index}")
+            self._logger_plugins.append(plugin)
+        atexit.register(self._finalize_at_exit)
 
     # ------------------------------------------------------------------ properties
 
@@ -369,6 +415,18 @@ class Fabric:
     def is_global_zero(self) -> bool:
         return self._global_rank == 0
 
+    @property
+    def loggers(self) -> list[Any]:
+        """The loggers given to ``Fabric(loggers=...)``, as given (a name as the logger it created)."""
+        return self._loggers
+
+    @property
+    def logger(self) -> Any:
+        """The first of :attr:`loggers`, the main one."""
+        if not self._loggers:
+            raise NoLoggerError("fabric.logger: this Fabric has no logger; pass one with Fabric(loggers=...), e.g. loggers='csv'")
+        return self._loggers[0]
+
     # ------------------------------------------------------------------ launching
 
     def launch(self, function: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> Any:
@@ -402,6 +460,8 @@ class Fabric:
                 "torchrun or srun, or set num_nodes=1."
             )
         if needs_processes:
+            # This process only supervises the workers: loggers it never used are not finalized here.
+            self._supervising = True
             worker = None if function is None else _Worker(self, function, args, kwargs)
             launched = self._pm.hook.weft_strategy_launch(fabric=self, function=worker)
             from weft.records import Launched
@@ -431,6 +491,11 @@ class Fabric:
         hook.weft_strategy_setup_environment(fabric=self)
         self._environment_ready = True
         atexit.register(self._teardown)
+        if self._h_loggers is not None and self._external and self._global_rank == 0:
+            # A launcher stops the other workers with SIGTERM when one fails: write the logs first.
+            from weft.loggers.dispatch import finalize_on_sigterm
+
+            finalize_on_sigterm(lambda: self._finalize_loggers("failed"))
 
     def _require_environment(self, what: str) -> None:
         if self._environment_ready:
@@ -447,10 +512,26 @@ class Fabric:
     def _teardown(self) -> None:
         if not self._environment_ready:
             return
+        self._finalize_loggers(_exit_status())
         self._environment_ready = False
         hook = self._pm.hook
         hook.weft_strategy_teardown(fabric=self)
         hook.weft_accelerator_teardown()
+
+    def _finalize_loggers(self, status: str) -> None:
+        """``finalize(status)`` on every logger, once per process, on global rank 0."""
+        if self._loggers_finalized or self._h_loggers is None:
+            return
+        self._loggers_finalized = True
+        if self._global_rank == 0:
+            self._h_loggers.call("weft_logger_finalize", status=status)
+
+    def _finalize_at_exit(self) -> None:
+        # A process that only started the workers did no logging: finalizing there could create
+        # files (a new version folder) for nothing.
+        if self._supervising and not self._loggers_used:
+            return
+        self._finalize_loggers(_exit_status())
 
     # ------------------------------------------------------------------ setup
 
@@ -460,7 +541,14 @@ class Fabric:
         A ``torch.compile``d model is set up uncompiled (the strategy wraps the user's module),
         then what the strategy made of it is compiled the same way; its ``state_dict`` keys
         are the uncompiled model's, so checkpoints load into compiled and plain models alike.
+
+        A Lightning ``LightningModule`` is attached to this Fabric (``self.log``, ``self.logger``,
+        ``self.fabric``, ``self.optimizers()`` work in it) and added to the callbacks. Then the
+        callbacks' ``on_after_setup(fabric=..., module=...)`` runs.
         """
+        return self._setup(module, *optimizers, move_to_device=move_to_device, notify=True)
+
+    def _setup(self, module: nn.Module, *optimizers: torch.optim.Optimizer, move_to_device: bool, notify: bool) -> Any:
         self._require_environment("setup")
         _check_module(module, "setup")
         for optimizer in optimizers:
@@ -494,13 +582,32 @@ class Fabric:
             device=self.device if move_to_device else None,
         )
         self._modules_set_up += 1
+        # Attach first: the optimizers' step calls callbacks, the LightningModule among them.
+        self._attach_lightning_module(original)
+        fabric_optimizers = [self._wrap_optimizer(o) for o in raw_optimizers]
+        if _is_lightning_module(original):
+            original._fabric_optimizers = fabric_optimizers
+        if notify:
+            self.call("on_after_setup", fabric=self, module=wrapped)
         if not optimizers:
             return wrapped
-        return (wrapped, *[self._wrap_optimizer(o) for o in raw_optimizers])
+        return (wrapped, *fabric_optimizers)
 
     def setup_module(self, module: nn.Module, move_to_device: bool = True) -> nn.Module:
-        """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`)."""
-        return self.setup(module, move_to_device=move_to_device)
+        """Set up a model alone (set up its optimizers afterwards with :meth:`setup_optimizers`).
+
+        Unlike :meth:`setup`, calls no ``on_after_setup`` callback, as in Lightning Fabric.
+        """
+        return self._setup(module, move_to_device=move_to_device, notify=False)
+
+    def _attach_lightning_module(self, module: nn.Module) -> None:
+        """Let a LightningModule's ``self.log``, ``self.logger``, ``self.fabric`` and ``self.optimizers()``
+        reach this Fabric, and make it a callback, as Lightning Fabric does."""
+        if not _is_lightning_module(module):
+            return
+        module._fabric = self
+        if not any(module is callback for callback in self._callbacks):
+            self._callbacks.append(module)
 
     def setup_optimizers(self, *optimizers: torch.optim.Optimizer) -> Any:
         """Set up optimizers whose model was set up already; returns one or a tuple."""
@@ -527,10 +634,28 @@ class Fabric:
         return optimizer if out is None else out
 
     def _wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> _FabricOptimizer:
+        step = self._step_function(optimizer)
+        if self._callbacks:
+            # As Lightning Fabric: each step ends with the callbacks' on_after_optimizer_step. Only
+            # where there are callbacks, so a step without them stays the plain call. (The list is
+            # read at each step: a LightningModule set up later joins it.)
+            inner_step, callbacks = step, self._callbacks
+
+            def step(*args: Any, **kwargs: Any) -> Any:
+                out = inner_step(*args, **kwargs)
+                callback_calls.call(
+                    callbacks, "on_after_optimizer_step", (), {"strategy": self._strategy, "optimizer": optimizer}, warn=False
+                )
+                return out
+
+        return _FabricOptimizer(optimizer, step)
+
+    def _step_function(self, optimizer: torch.optim.Optimizer) -> Callable[..., Any]:
+        """What the set-up optimizer's ``step`` runs: the precision's and strategy's step around the user's."""
         precision_step, strategy_step = self._h_precision_step, self._h_strategy_step
         if precision_step is None and strategy_step is None:
             # Nothing to add: the user's step, called directly with whatever arguments it takes.
-            return _FabricOptimizer(optimizer, optimizer.step)
+            return optimizer.step
 
         def step(*args: Any, **kwargs: Any) -> Any:
             closure = kwargs.get("closure", args[0] if args else None)
@@ -558,7 +683,7 @@ class Fabric:
                 return inner()
             return precision_step(optimizer=optimizer, step=inner)
 
-        return _FabricOptimizer(optimizer, step)
+        return step
 
     def setup_dataloaders(
         self, *dataloaders: Any, use_distributed_sampler: bool = True, move_to_device: bool = True
@@ -806,6 +931,9 @@ class Fabric:
         done = self._pm.hook.weft_strategy_save_checkpoint(fabric=self, path=os.fspath(path), state=raw, filter=filter)
         if done is None:
             raise MisuseError(f"strategy {self.strategy_name!r} does not implement weft_strategy_save_checkpoint")
+        if self._h_loggers is not None and self._global_rank == 0 and self._loggers_used:
+            # The logs on disk reach at least as far as the checkpoint does.
+            self._h_loggers.call("weft_logger_save")
 
     def load(
         self, path: str | os.PathLike, state: dict[str, Any] | None = None, strict: bool = True, weights_only: bool = True
@@ -841,6 +969,75 @@ class Fabric:
         self._pm.hook.weft_strategy_load_checkpoint(
             fabric=self, path=os.fspath(path), state=unwrap(obj), strict=strict, weights_only=weights_only
         )
+
+    # ------------------------------------------------------------------ callbacks and loggers
+
+    def call(self, hook_name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``hook_name(*args, **kwargs)`` on each callback that has such a method, in order, on every rank.
+
+        Keyword arguments a callback's method does not take are left out for it. A callback that
+        raises stops the call: the error names it, is chained to what it raised and is still an
+        instance of that class (``except`` clauses written for it keep working).
+
+        .. versionadded:: 0.2
+        """
+        if not isinstance(hook_name, str):
+            raise MisuseTypeError(f"fabric.call() takes the method's name (a str) first, got {hook_name!r:.60}")
+        callback_calls.call(self._callbacks, hook_name, args, kwargs, warn=self._global_rank == 0)
+
+    def log(self, name: str, value: Any, step: int | None = None) -> None:
+        """Log one number to every logger, from global rank 0: ``fabric.log("loss", loss, step=i)``.
+
+        :param value: a number or a one-element tensor (detached and turned into a Python number).
+        :param step: the step to record; ``None`` lets each logger count.
+
+        .. versionadded:: 0.2
+        """
+        self.log_dict({name: value}, step=step)
+
+    def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log several numbers at once to every logger, from global rank 0.
+
+        Every rank may call it (the others record nothing); tensors must hold one element each,
+        and only rank 0 reads their values (no device synchronisation on the others).
+
+        .. versionadded:: 0.2
+        """
+        if not isinstance(metrics, Mapping):
+            if not callable(getattr(metrics, "items", None)):
+                raise LogDictTypeError(
+                    f"fabric.log_dict() takes a dict of name -> number, got {type(metrics).__name__}; "
+                    "for a single value use fabric.log(name, value)"
+                )
+            metrics = dict(metrics.items())  # as Lightning, anything with .items() will do
+        write = self._global_rank == 0 and self._h_loggers is not None
+        converted = {key: _to_scalars(key, value, read=write) for key, value in metrics.items()}
+        if not write:
+            return
+        if len(self._loggers) != len(self._logger_plugins):
+            raise MisuseError("fabric.loggers was changed after Fabric(...); give every logger to Fabric(loggers=...)")
+        self._loggers_used = True
+        self._h_loggers.call("weft_logger_log_metrics", metrics=converted, step=step)
+
+    def log_hyperparams(self, params: Any) -> None:
+        """Record hyperparameters (a dict or an ``argparse.Namespace``) with every logger, from global rank 0.
+
+        A weft addition: with Lightning Fabric, call ``fabric.logger.log_hyperparams(params)``
+        (which works here too).
+
+        .. versionadded:: 0.2
+        """
+        import argparse
+
+        if isinstance(params, argparse.Namespace):
+            params = vars(params)
+        if not isinstance(params, Mapping):
+            raise MisuseTypeError(f"fabric.log_hyperparams() takes a dict or an argparse.Namespace, got {type(params).__name__}")
+        if self._global_rank != 0 or self._h_loggers is None:
+            return
+        self._loggers_used = True
+        params = {key: _to_scalars(key, value, read=True) for key, value in params.items()}
+        self._h_loggers.call("weft_logger_log_hyperparams", params=params)
 
     # ------------------------------------------------------------------ conveniences
 
@@ -887,10 +1084,46 @@ class _Worker:
         fabric = self.fabric
         fabric._external = True
         fabric._setup_environment()
+        status = "failed"
         try:
-            return self.function(fabric, *self.args, **self.kwargs)
+            result = self.function(fabric, *self.args, **self.kwargs)
+            status = "success"
+            return result
         finally:
+            fabric._finalize_loggers(status)
             fabric._teardown()
+
+
+def _to_scalars(key: Any, value: Any, read: bool) -> Any:
+    """``value`` with each tensor in it turned into a Python number (``read``), or only checked to
+    hold one element (other ranks: reading a value would wait for the device for nothing)."""
+
+    def one(tensor: torch.Tensor) -> Any:
+        if tensor.numel() != 1:
+            raise MisuseValueError(
+                f"cannot log {key!r}: it is a tensor of shape {tuple(tensor.shape)} ({tensor.numel()} elements), "
+                "and loggers record single numbers. Log a number or a one-element tensor (e.g. its .mean()), "
+                "or each element under its own name."
+            )
+        return tensor.item() if read else tensor
+
+    return apply_to_tensors(value, one)
+
+
+def _exit_status() -> str:
+    """``"failed"`` when the script is ending because of an uncaught exception, else ``"success"``.
+
+    Python records an uncaught exception in ``sys.last_value`` (``sys.last_exc`` from 3.12) before
+    it runs the exit handlers.
+    """
+    failed = getattr(sys, "last_exc", None) is not None or getattr(sys, "last_value", None) is not None
+    return "failed" if failed else "success"
+
+
+def _is_lightning_module(module: Any) -> bool:
+    """A Lightning ``LightningModule``, recognised as Lightning Fabric does (it has ``_fabric``),
+    so weft never imports Lightning."""
+    return hasattr(module, "_fabric")
 
 
 # ---------------------------------------------------------------------- argument checks

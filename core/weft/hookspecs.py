@@ -6,7 +6,7 @@ creates one plugin manager, registers the accelerator, precision, strategy and
 cluster environment it selected (plus any extra plugins the user passed) and
 calls them only through these hooks. Hook names carry the kind they belong to
 (``weft_accelerator_*``, ``weft_precision_*``, ``weft_strategy_*``,
-``weft_environment_*``); ``weft_validate`` is open to every plugin.
+``weft_environment_*``, ``weft_logger_*``); ``weft_validate`` is open to every plugin.
 
 An implementation may accept any subset of a hook's arguments, in any order:
 pluggy passes them by name. Hooks marked *first result* stop at the first
@@ -941,6 +941,88 @@ def weft_environment_main_port() -> int:
             return int(os.environ.get("MASTER_PORT", 29500))
 
     .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------- logger
+# Fabric calls these on global rank 0 only, on each logger in the order ``Fabric(loggers=...)``
+# lists them, with every tensor already turned into a Python number. An error names the logger.
+
+
+@hookspec
+def weft_logger_log_metrics(metrics: dict[str, float], step: int | None) -> None:
+    """Record metrics: what :meth:`Fabric.log <weft.fabric.Fabric.log>` and
+    :meth:`Fabric.log_dict <weft.fabric.Fabric.log_dict>` were given.
+
+    :param metrics: metric name -> value (Python numbers; other values as the user passed them).
+    :param step: the step the user gave, or ``None`` to let the logger count.
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_logger_log_metrics(self, metrics, step):
+            self.rows.append({"step": step, **metrics})
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def weft_logger_log_hyperparams(params: dict[str, Any]) -> None:
+    """Record the run's hyperparameters (:meth:`Fabric.log_hyperparams <weft.fabric.Fabric.log_hyperparams>`).
+
+    :param params: hyperparameter name -> value (an ``argparse.Namespace`` is given as its dict).
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_logger_log_hyperparams(self, params):
+            self.hparams.update(params)
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def weft_logger_save() -> None:
+    """Write what the logger buffered to its storage.
+
+    Fabric calls it after :meth:`Fabric.save <weft.fabric.Fabric.save>` wrote a checkpoint, so
+    the logs on disk reach at least as far as the checkpoint does.
+
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_logger_save(self):
+            self.file.flush()
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def weft_logger_finalize(status: str) -> None:
+    """End the run: write everything still buffered and release files or connections.
+
+    Fabric calls it once per process, when the script ends or the function given to
+    :meth:`Fabric.launch <weft.fabric.Fabric.launch>` returns (``"success"``), or when it dies
+    with an exception or is stopped by its launcher because another rank failed (``"failed"``).
+
+    :param status: ``"success"``, ``"failed"`` or ``"finished"``.
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_logger_finalize(self, status):
+            self.save()
+            self.file.close()
+
+    .. versionadded:: 0.2
     """
 
 

@@ -1,7 +1,8 @@
 """Find plugins by name through entry points, loading only what is asked for.
 
 Each kind of plugin has an entry-point group (``weft.strategies``,
-``weft.precisions``, ``weft.accelerators``, ``weft.environments``). The
+``weft.precisions``, ``weft.accelerators``, ``weft.environments``,
+``weft.loggers``). The
 entry-point name is the string users pass; its value points to a factory (a
 class or function) that returns a new plugin object when called with no
 arguments. Core's built-ins are registered the same way, in core's own
@@ -28,8 +29,22 @@ from weft.errors import DOCS, PluginConflictError, PluginLoadError, PluginNotFou
 if TYPE_CHECKING:
     from weft.records import PluginRecord
 
-KINDS = ("accelerators", "precisions", "strategies", "environments")
-_SINGULAR = {"accelerator": "accelerators", "precision": "precisions", "strategy": "strategies", "environment": "environments"}
+KINDS = ("accelerators", "precisions", "strategies", "environments", "loggers")
+_SINGULAR = {
+    "accelerator": "accelerators",
+    "precision": "precisions",
+    "strategy": "strategies",
+    "environment": "environments",
+    "logger": "loggers",
+}
+# How messages name one plugin of each kind.
+_LABELS = {
+    "strategies": "strategy",
+    "precisions": "precision",
+    "accelerators": "accelerator",
+    "environments": "cluster environment",
+    "loggers": "logger",
+}
 CORE_DISTRIBUTION = "weft"
 
 # Names the first-party distributions provide, so a missing one can be named in errors.
@@ -47,6 +62,7 @@ FIRST_PARTY = {
     },
     "accelerators": {"cuda": "weft-accelerators", "gpu": "weft-accelerators", "mps": "weft-accelerators"},
     "environments": {},
+    "loggers": {"tensorboard": "weft-loggers"},
 }
 
 # Plugins registered from user code with `register`: (kind, name) -> record.
@@ -72,8 +88,8 @@ def canonical_distribution(name: str) -> str:
 def register(kind: str, name: str, plugin: Callable[[], Any]) -> None:
     """Make ``plugin`` selectable as ``name`` without packaging it.
 
-    :param kind: ``"strategy"``, ``"precision"``, ``"accelerator"`` or ``"environment"``
-        (plural forms accepted).
+    :param kind: ``"strategy"``, ``"precision"``, ``"accelerator"``, ``"environment"`` or
+        ``"logger"`` (plural forms accepted).
     :param name: the string users will pass, e.g. ``Fabric(strategy=name)``.
     :param plugin: a no-argument factory (usually the plugin class) returning a new plugin.
 
@@ -219,7 +235,7 @@ def create(kind: str, name: str) -> Any:
 
 
 def _not_found_message(kind: str, name: str, wanted_dist: str | None, available: dict[str, list[PluginRecord]]) -> str:
-    label = {"strategies": "strategy", "precisions": "precision", "accelerators": "accelerator", "environments": "cluster environment"}[kind]
+    label = _LABELS[kind]
     installed = ", ".join(sorted(available)) or "none"
     shown = f"{wanted_dist}:{name}" if wanted_dist else name
     lines = [f"Unknown {label} {shown!r}. Installed {kind}: {installed}."]

@@ -27,6 +27,7 @@ if FRAMEWORK not in ("lightning", "weft"):
 def _load_api() -> types.SimpleNamespace:
     if FRAMEWORK == "lightning":
         import lightning.fabric as fabric_pkg
+        from lightning.fabric.loggers import CSVLogger
         from lightning.fabric.strategies import DDPStrategy, SingleDeviceStrategy
 
         return types.SimpleNamespace(
@@ -35,6 +36,7 @@ def _load_api() -> types.SimpleNamespace:
             seed_everything=fabric_pkg.seed_everything,
             DDPStrategy=DDPStrategy,
             SingleDeviceStrategy=SingleDeviceStrategy,
+            CSVLogger=CSVLogger,
         )
     import weft
 
@@ -54,6 +56,7 @@ def _load_api() -> types.SimpleNamespace:
         seed_everything=weft.seed_everything,
         DDPStrategy=lambda *a, **k: strategies("DDPStrategy")(*a, **k),
         SingleDeviceStrategy=lambda *a, **k: strategies("SingleDeviceStrategy")(*a, **k),
+        CSVLogger=lambda *a, **k: __import__("weft.loggers", fromlist=["CSVLogger"]).CSVLogger(*a, **k),
     )
 
 
