@@ -11,6 +11,7 @@ _KIND_OF_PREFIX = {
     "weft_precision_": "precision",
     "weft_accelerator_": "accelerator",
     "weft_environment_": "environment",
+    "weft_logger_": "logger",
 }
 
 

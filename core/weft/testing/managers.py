@@ -31,6 +31,9 @@ REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
     ),
     "precision": ("weft_precision_dtypes",),
     "environment": ("weft_environment_detect",),
+    # Every logger hook: a logger that ignored metrics or never closed its files would lose
+    # data silently. weft.loggers.Logger implements all four by delegating to its methods.
+    "logger": ("weft_logger_log_metrics", "weft_logger_log_hyperparams", "weft_logger_save", "weft_logger_finalize"),
 }
 
 

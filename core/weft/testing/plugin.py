@@ -3,7 +3,8 @@
 pytest loads this module in every session of an environment where weft is
 installed (``pytest11`` entry point), so it imports nothing heavy: torch and the
 plugins are imported by the fixtures and tests that need them, and the
-conformance suite is collected only when ``--weft-strategy`` is given.
+conformance suite is collected only when ``--weft-strategy`` is given (the logger
+suite only when ``--weft-logger`` is).
 
 Fixtures (usable in any test suite):
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 KIT_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conformance.py")
+LOGGER_KIT_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logger_conformance.py")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,30 +46,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="relative error allowed against the kit's reference gradients/parameters (default 0.05; "
         "lossy strategies such as compressed communication need some)",
     )
+    group.addoption(
+        "--weft-logger",
+        metavar="NAME",
+        default=None,
+        help="run the weft logger suite against the installed logger NAME (in this process, no devices needed)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not config.getoption("weft_strategy", default=None):
+    suites = [
+        module
+        for option, module in (("weft_strategy", KIT_MODULE), ("weft_logger", LOGGER_KIT_MODULE))
+        if config.getoption(option, default=None)
+    ]
+    if not suites:
         return
-    # Collect the suite. With no paths on the command line it runs alone (the project's own
-    # testpaths are not wanted); with explicit paths it runs alongside them.
-    args = list(config.args)
+    # Collect the suites. With no paths on the command line they run alone (the project's own
+    # testpaths are not wanted); with explicit paths they run alongside them.
     if config.args_source == pytest.Config.ArgsSource.ARGS:
-        if KIT_MODULE not in args:
-            args.append(KIT_MODULE)
+        args = list(config.args) + [module for module in suites if module not in config.args]
     else:
-        args = [KIT_MODULE]
+        args = suites
     config.args[:] = args
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    lines = []
     strategy = config.getoption("weft_strategy", default=None)
-    if not strategy:
-        return None
-    return [
-        f"weft conformance kit: strategy={strategy} precision={config.getoption('weft_precision')} "
-        f"devices={config.getoption('weft_devices')} accelerator={config.getoption('weft_accelerator')}"
-    ]
+    if strategy:
+        lines.append(
+            f"weft conformance kit: strategy={strategy} precision={config.getoption('weft_precision')} "
+            f"devices={config.getoption('weft_devices')} accelerator={config.getoption('weft_accelerator')}"
+        )
+    logger = config.getoption("weft_logger", default=None)
+    if logger:
+        lines.append(f"weft logger kit: logger={logger}")
+    return lines or None
 
 
 @pytest.fixture
