@@ -7,13 +7,18 @@
     python examples/gpt/train.py --resume              # continue from the last checkpoint
 
 The training loop is plain PyTorch; weft appears only in ``Fabric(...)``,
-``launch``, ``setup``/``setup_dataloaders``, ``backward`` and ``save``/``load``.
-Outputs go to ``--out-dir``: the checkpoint, its config (JSON) and ``loss.png``.
+``launch``, ``setup``/``setup_dataloaders``, ``backward``, ``save``/``load`` and the logging
+(``fabric.log_dict`` and ``weft.utilities.ThroughputMonitor``).
+Outputs go to ``--out-dir``: the checkpoint, its config (JSON), the metrics (CSV under
+``logs/``, and TensorBoard event files there when the weft-loggers plugin is installed) and
+``loss.png``, drawn from the CSV logs of the run and of the runs it resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import csv
 import json
 import math
 import os
@@ -30,10 +35,13 @@ from data import DEFAULT_TEXT, CharVocab, CharWindows, load_text, split  # noqa:
 from model import GPT, GPTConfig, num_parameters  # noqa: E402
 
 from weft import Fabric  # noqa: E402
+from weft.loggers import CSVLogger  # noqa: E402
+from weft.utilities import ThroughputMonitor, measure_flops  # noqa: E402
 
 CHECKPOINT = "gpt.ckpt"
 META = "gpt.json"
 PLOT = "loss.png"
+LOGS = "logs"  # under --out-dir: logs/csv/version_N/metrics.csv (and logs/tensorboard/version_N), one version per run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--warmup", type=int, default=30, help="steps of linear learning-rate warmup")
     train.add_argument("--seed", type=int, default=1234)
-    train.add_argument("--log-every", type=int, default=25, help="steps between loss reports")
+    train.add_argument("--log-every", type=int, default=25, help="steps between loss and throughput reports")
     train.add_argument("--eval-batches", type=int, default=8, help="validation batches per process at the end")
     model = p.add_argument_group("model (ignored with --resume: the checkpoint's sizes are used)")
     model.add_argument("--block-size", type=int, default=128)
@@ -70,15 +78,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def make_loggers(out_dir: Path) -> list:
+    """CSV always (the plot is drawn from it); TensorBoard too when the weft-loggers plugin is installed."""
+    loggers = [CSVLogger(root_dir=out_dir / LOGS, name="csv")]
+    try:
+        from weft_loggers import TensorBoardLogger
+    except ImportError:
+        return loggers
+    return loggers + [TensorBoardLogger(root_dir=out_dir / LOGS, name="tensorboard")]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    fabric = Fabric(accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision)
+    out_dir = Path(args.out_dir)
+    fabric = Fabric(
+        accelerator=args.accelerator, strategy=args.strategy, devices=args.devices, precision=args.precision,
+        loggers=make_loggers(out_dir),
+    )
     fabric.launch()  # with devices > 1 this starts the other processes; each runs the rest of this script
     if fabric.device.type == "cpu":
         # Processes on one machine share its cores: give each its part instead of letting all oversubscribe.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, fabric.num_devices)))
     fabric.seed_everything(args.seed)
-    out_dir = Path(args.out_dir)
     checkpoint_path = out_dir / CHECKPOINT
 
     text = load_text(args.data)
@@ -100,14 +121,19 @@ def main(argv: list[str] | None = None) -> None:
         model = GPT(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     n_params = num_parameters(model)
+    flops_per_step = _flops_per_step(model, args.batch_size, config.block_size)
     model, optimizer = fabric.setup(model, optimizer)
 
-    state = {"model": model, "optimizer": optimizer, "loader": train_loader, "step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": [], "resumed_at": []}}
+    # `runs` lists the CSV log of each run that led to this checkpoint: the loss plot joins them.
+    state = {"model": model, "optimizer": optimizer, "loader": train_loader, "step": 0, "runs": []}
     if args.resume:
         fabric.load(checkpoint_path, state)
-        state["history"]["resumed_at"].append(state["step"])
         fabric.print(f"resumed from {checkpoint_path} at step {state['step']}")
     start, end = state["step"], state["step"] + args.steps
+    csv_logger = fabric.logger
+    # Rank 0 writes the logs; every process records its folder (each would pick the next free version itself).
+    state["runs"].append({"log_dir": fabric.broadcast(os.path.relpath(csv_logger.log_dir, out_dir)), "start": start})
+    csv_logger.log_hyperparams({**vars(args), **config.to_dict(), "world_size": fabric.world_size})
     tokens_per_step = args.batch_size * config.block_size * fabric.world_size
     fabric.print(
         f"{fabric!r}\nmodel: {n_params / 1e6:.2f}M parameters, {config.n_layer} layers, context {config.block_size}, "
@@ -118,11 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     batches = iter(train_loader)
     model.train()
     window_loss = torch.zeros((), device=fabric.device)
-    window_steps, window_start = 0, time.perf_counter()
-    tokens_per_second = 0.0
+    window_steps = 0
+    # Rates over the last report interval: updated at each report (window_size=2: this one and the one before).
+    throughput = ThroughputMonitor(fabric, window_size=2)
+    t0 = time.perf_counter()
+    throughput.update(time=0.0, batches=0, samples=0, lengths=0, flops=0)
+    tokens_per_second, mean_loss = 0.0, float("nan")
     for step in range(start, end):
+        lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+            group["lr"] = lr
         try:
             inputs, targets = next(batches)
         except StopIteration:  # an epoch is over: the next pass reshuffles
@@ -139,37 +170,54 @@ def main(argv: list[str] | None = None) -> None:
         window_steps += 1
 
         if window_steps == args.log_every or step + 1 == end:
-            mean_loss = fabric.all_reduce(window_loss / window_steps, reduce_op="mean").item()
-            elapsed = time.perf_counter() - window_start
-            tokens_per_second = window_steps * tokens_per_step / elapsed
-            state["history"]["step"].append(step + 1)
-            state["history"]["loss"].append(mean_loss)
+            mean_loss = fabric.all_reduce(window_loss / window_steps, reduce_op="mean").item()  # waits for the device
+            done = step + 1 - start
+            # Totals on this device since the start of this run; FLOPs since the previous update.
+            throughput.update(
+                time=time.perf_counter() - t0, batches=done, samples=done * args.batch_size,
+                lengths=done * args.batch_size * config.block_size, flops=window_steps * flops_per_step,
+            )
+            fabric.log_dict({"train_loss": mean_loss, "lr": lr}, step=step + 1)
+            metrics = throughput.compute_and_log(step=step + 1)  # {} except on global rank 0
+            # All processes' tokens/s (one process: the device's own, the same number).
+            tokens_per_second = metrics.get("items_per_sec", metrics.get("device/items_per_sec", tokens_per_second))
+            mfu = f" | MFU {metrics['device/mfu']:.1%}" if "device/mfu" in metrics else ""
             if progress is not None:
                 progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-            _log(fabric, progress, f"step {step + 1:5d} | loss {mean_loss:.4f} | {tokens_per_second:,.0f} tokens/s")
+            _log(fabric, progress, f"step {step + 1:5d} | loss {mean_loss:.4f} | {tokens_per_second:,.0f} tokens/s{mfu}")
             window_loss.zero_()
-            window_steps, window_start = 0, time.perf_counter()
+            window_steps = 0
         if progress is not None:
             progress.update(1)
     if progress is not None:
         progress.close()
 
     val_loss = evaluate(fabric, model, val_loader, args.eval_batches)
-    state["history"]["val_step"].append(state["step"])
-    state["history"]["val_loss"].append(val_loss)
+    fabric.log_dict({"val_loss": val_loss}, step=state["step"])
     fabric.print(f"validation loss {val_loss:.4f} (perplexity {math.exp(val_loss):.2f}) at step {state['step']}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fabric.save(checkpoint_path, state)  # every process calls it; the strategy decides who writes what
     if fabric.is_global_zero:
         _write_meta(out_dir, config, vocab)
-        plot = _plot(state["history"], out_dir / PLOT)
-        print(f"saved checkpoint {checkpoint_path} (step {state['step']}) and loss curve {plot}")
+        for logger in fabric.loggers:
+            logger.save()  # write what the loggers buffered: the plot reads the CSV
+        plot = _plot(_read_logs(out_dir, state["runs"]), out_dir / PLOT)
+        print(f"saved checkpoint {checkpoint_path} (step {state['step']}), metrics in {csv_logger.log_dir} and loss curve {plot}")
 
     if args.sample_chars > 0:
         sample = generate(fabric, model, vocab, prompt="\n", new_chars=args.sample_chars, seed=args.seed)
         fabric.print("---- sample ----\n" + sample.strip() + "\n----------------")
-    fabric.print(f"done: {state['step']} steps, final train loss {state['history']['loss'][-1]:.4f}, {tokens_per_second:,.0f} tokens/s")
+    if fabric.is_global_zero:  # the only process with the throughput
+        print(f"done: {state['step']} steps, final train loss {mean_loss:.4f}, {tokens_per_second:,.0f} tokens/s")
+
+
+def _flops_per_step(model: GPT, batch_size: int, block_size: int) -> int:
+    """FLOPs of one training step (forward, loss, backward) on one device, counted on a copy of
+    the model on the "meta" device: shapes only, no memory, no computation."""
+    meta_model = copy.deepcopy(model).to("meta")
+    inputs = torch.zeros(batch_size, block_size, dtype=torch.long, device="meta")
+    return measure_flops(meta_model, lambda: meta_model(inputs, inputs)[1], loss_fn=lambda loss: loss)
 
 
 @torch.no_grad()
@@ -233,6 +281,25 @@ def _read_meta(out_dir: Path) -> dict:
     if not path.exists() or not (out_dir / CHECKPOINT).exists():
         raise SystemExit(f"--resume: no checkpoint in {out_dir} (run once without --resume first, or pass --out-dir)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_logs(out_dir: Path, runs: list[dict]) -> dict:
+    """The curves in the CSV logs of ``runs`` (oldest first): train and validation loss by step,
+    and the steps where a run resumed. A later run's rows replace an earlier one's at the same step."""
+    train, val = {}, {}
+    for run in runs:
+        with open(out_dir / run["log_dir"] / "metrics.csv", newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                step = int(row["step"])
+                if row.get("train_loss"):
+                    train[step] = float(row["train_loss"])
+                if row.get("val_loss"):
+                    val[step] = float(row["val_loss"])
+    return {
+        "step": sorted(train), "loss": [train[s] for s in sorted(train)],
+        "val_step": sorted(val), "val_loss": [val[s] for s in sorted(val)],
+        "resumed_at": [run["start"] for run in runs[1:]],
+    }
 
 
 def _plot(history: dict, path: Path) -> Path:
