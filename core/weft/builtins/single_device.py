@@ -19,8 +19,9 @@ class SingleDeviceStrategy(WholeGradientClipping, RootDevice):
         Lightning's ``SingleDeviceStrategy(device=...)``. weft takes the device from
         ``Fabric(accelerator=..., devices=...)``; a ``device`` given here must be the one those
         select, else ``Fabric(...)`` raises saying which arguments select it. ``None``: Fabric's.
-    :param accelerator, checkpoint_io, precision: accepted for Lightning's signature; weft takes
-        these from ``Fabric(...)``, so anything but ``None`` raises rather than being ignored.
+    :param accelerator: accepted for Lightning's signature; weft takes it from ``Fabric(...)``,
+        so anything but ``None`` raises rather than being ignored. The same holds for
+        ``checkpoint_io`` and ``precision``.
 
     .. versionadded:: 0.1
     """

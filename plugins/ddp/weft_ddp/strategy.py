@@ -85,9 +85,9 @@ class DDPStrategy(wdist.CollectiveHooks, WholeGradientClipping, RootDevice):
         ``ddp_kwargs``. ``process_group`` makes DDP synchronise gradients over that group only;
         collectives (``fabric.all_reduce``...) and the data sampler still span all processes, as
         in Lightning.
-    :param accelerator, cluster_environment, checkpoint_io, precision: accepted for Lightning's
-        signature; weft takes these from ``Fabric(...)``, so anything but ``None`` raises rather
-        than being ignored.
+    :param accelerator: accepted for Lightning's signature; weft takes it from ``Fabric(...)``,
+        so anything but ``None`` raises rather than being ignored. The same holds for
+        ``cluster_environment``, ``checkpoint_io`` and ``precision``.
 
     .. versionadded:: 0.1
     """
