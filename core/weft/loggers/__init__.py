@@ -9,7 +9,7 @@ Imported on first use only (``import weft`` does not import it).
 
 from __future__ import annotations
 
-from weft.loggers.base import Logger, rank_zero_experiment
+from weft.loggers.base import Logger, next_version, rank_zero_experiment
 from weft.loggers.csv_logs import CSVLogger
 
-__all__ = ["CSVLogger", "Logger", "rank_zero_experiment"]
+__all__ = ["CSVLogger", "Logger", "next_version", "rank_zero_experiment"]

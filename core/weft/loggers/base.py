@@ -186,3 +186,23 @@ class Logger(abc.ABC):
     def weft_logger_finalize(self, status: str) -> None:
         with called_by_fabric():
             self.finalize(status)
+
+
+def next_version(folder: str) -> int:
+    """The ``version_N`` a new run in ``folder`` takes: one more than the highest existing
+    ``version_N`` folder, 0 when there is none (or no folder), as Lightning's loggers number runs.
+
+    .. versionadded:: 0.2
+    """
+    import re
+
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    found = [
+        int(match.group(1))
+        for entry in entries
+        if (match := re.fullmatch(r"version_(\d+)", entry)) and os.path.isdir(os.path.join(folder, entry))
+    ]
+    return max(found) + 1 if found else 0

@@ -16,7 +16,7 @@ import warnings
 from typing import Any
 
 from weft.loggers import _yaml
-from weft.loggers.base import Logger, params_dict, rank_zero_experiment, rank_zero_method
+from weft.loggers.base import Logger, next_version, params_dict, rank_zero_experiment, rank_zero_method
 
 
 class CSVLogger(Logger):
@@ -66,7 +66,7 @@ class CSVLogger(Logger):
     def version(self) -> int | str:
         """The version given, or the next free one (fixed on first read)."""
         if self._version is None:
-            self._version = self._next_version()
+            self._version = next_version(os.path.join(self._root_dir, self._name))
         return self._version
 
     @property
@@ -112,19 +112,6 @@ class CSVLogger(Logger):
         if self._experiment is None:
             return  # nothing was logged in this process (e.g. the one that launched the workers)
         self.save()
-
-    def _next_version(self) -> int:
-        folder = os.path.join(self._root_dir, self._name)
-        try:
-            entries = os.listdir(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        versions = [
-            int(entry[len("version_") :])
-            for entry in entries
-            if entry.startswith("version_") and entry[len("version_") :].isdigit() and os.path.isdir(os.path.join(folder, entry))
-        ]
-        return max(versions) + 1 if versions else 0
 
 
 class CSVWriter:

@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 from weft.errors import ConfigurationError, ConfigurationTypeError, MisuseValueError
-from weft.loggers import Logger
+from weft.loggers import Logger, next_version
 
 from weft_loggers import params as _params
 from weft_loggers.rank import is_global_zero
-from weft_loggers.versions import next_version
 
 
 class TensorBoardLogger(Logger):
