@@ -10,6 +10,8 @@ A sharded checkpoint folder, as sharding strategies write it, holds:
   "values": {...}}``, where ``values`` holds the rest of the state (step counters,
   scheduler and data-loader state dicts, the precision's state).
 
+- :data:`weft.sharded_integrity.MANIFEST`: a CRC-32 per stored item, verified on every read.
+
 Consolidating merges the two into the dict a ``"full"`` save writes, so
 ``torch.load(output)`` gives the same thing on a machine without weft. Only torch's
 own DCP reader is used here: no strategy plugin is needed.
@@ -44,6 +46,23 @@ _UNSAFE = (
 def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder written by DCP (it has DCP's ``.metadata`` file)."""
     return os.path.isfile(os.path.join(os.fspath(path), ".metadata"))
+
+
+def missing_metadata(path: str | os.PathLike) -> None:
+    """Raise when the folder ``path`` holds a sharded checkpoint's files but lost its ``.metadata``."""
+    from weft.errors import CheckpointError
+    from weft.sharded_integrity import MANIFEST
+
+    path = os.fspath(path)
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    if any(n.endswith(".distcp") or n in (META_FILE, MANIFEST) for n in names):
+        raise CheckpointError(
+            f"The sharded checkpoint {path!r} is damaged: its file '.metadata' is missing (it still has "
+            f"{', '.join(sorted(names)[:5])}). Restore the folder from another copy, or resume from an older checkpoint."
+        )
 
 
 def weights_only_load_planner(weights_only: bool = True, path: str = "", empty: bool = False, **kwargs: Any) -> Any:
@@ -95,11 +114,13 @@ def read_sharded(path: str | os.PathLike, weights_only: bool = True) -> dict[str
 
     from weft.checkpoint import load_file
     from weft.errors import CheckpointError, CheckpointNotFoundError
+    from weft.sharded_integrity import as_checkpoint_error, checked_reader, is_dcp_failure
 
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"No checkpoint at {path!r}")
     if not is_sharded_checkpoint(path):
+        missing_metadata(path)
         raise CheckpointError(
             f"{path!r} is not a sharded checkpoint folder (it has no DCP .metadata file); "
             "a single-file checkpoint needs no consolidation."
@@ -109,12 +130,15 @@ def read_sharded(path: str | os.PathLike, weights_only: bool = True) -> dict[str
         # dcp.load fills a copy of the dict it is given; the planner keeps the filled one.
         with warnings.catch_warnings():  # reading in one process is the point here, not a mistake
             warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
-            dcp.load({}, checkpoint_id=path, planner=planner, no_dist=True)
+            # The checked reader verifies every item against the folder's checksum manifest.
+            dcp.load({}, checkpoint_id=path, storage_reader=checked_reader(path), planner=planner, no_dist=True)
         state: dict[str, Any] = planner.original_state_dict
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - DCP wraps reader failures in several types
-        raise CheckpointError(f"Could not read the sharded checkpoint {path!r}: {exc}") from exc
+    except BaseException as exc:  # DCP's CheckpointException is a BaseException, not an Exception
+        if isinstance(exc, Exception) or is_dcp_failure(exc):
+            raise as_checkpoint_error(exc, path, "read") from exc
+        raise
     meta_path = os.path.join(path, META_FILE)
     if os.path.exists(meta_path):
         meta = load_file(meta_path, weights_only=weights_only)

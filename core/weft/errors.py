@@ -75,6 +75,32 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path does not exist."""
 
 
+class CheckpointUnreadableError(CheckpointError, RuntimeError):
+    """The file is damaged (a checksum, the zip structure) or is not a checkpoint at all
+    (a ``RuntimeError``, as ``torch.load`` raises for such files)."""
+
+
+class CheckpointStructureError(CheckpointError, AttributeError):
+    """The checkpoint is not the dict of entries ``fabric.load`` restores from (Lightning raises an
+    ``AttributeError`` when it treats such a file as a dict)."""
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """An entry the state asks for is not in the checkpoint, or an entry lacks a key its object needs."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted, as a repr
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointMismatchError(CheckpointError, RuntimeError):
+    """A saved model's entries do not fit the model being restored (``Module.load_state_dict``'s
+    ``RuntimeError``)."""
+
+
+class CheckpointTypeError(CheckpointError, TypeError):
+    """An entry of the checkpoint has the wrong type for the object restored from it."""
+
+
 class DataLoaderSetupError(MisuseTypeError):
     """``setup_dataloaders`` got something it cannot work with: not a DataLoader, or a loader whose
     sampler, batch sampler or class it cannot rebuild faithfully to split the data between ranks."""
@@ -87,3 +113,61 @@ class MisuseAttributeError(MisuseError, AttributeError):
 class StrategyClassNotFoundError(PluginNotFoundError, ImportError):
     """``from weft.strategies import NameStrategy`` names a class no installed plugin provides (an
     ``ImportError``, so the message says which distribution to install instead of Python's generic one)."""
+
+
+class NoLoggerError(MisuseError, IndexError):
+    """``fabric.logger`` on a Fabric without loggers (an ``IndexError``, as in Lightning Fabric)."""
+
+
+class LogDictTypeError(MisuseTypeError, AttributeError):
+    """``fabric.log_dict()`` given something other than a dict. Also an ``AttributeError``: what
+    Lightning Fabric raises (it calls ``metrics.items()``)."""
+
+class ModuleTypeError(MisuseTypeError, AttributeError):
+    """``setup``/``setup_module`` given something other than a ``torch.nn.Module``. Also an
+    ``AttributeError``: what Lightning Fabric raises (it reads ``module.named_parameters``)."""
+
+
+class OptimizerTypeError(MisuseTypeError, AttributeError):
+    """``clip_gradients`` given something other than an optimizer (an ``AttributeError`` in
+    Lightning Fabric, which reads ``optimizer.param_groups``)."""
+
+
+class LossTypeError(MisuseTypeError, AttributeError):
+    """``fabric.backward()`` given something other than a tensor (an ``AttributeError`` in
+    Lightning Fabric, which calls ``tensor.backward()``)."""
+
+
+class BackwardError(MisuseError):
+    """``fabric.backward(loss)`` with a loss autograd cannot differentiate as asked: one that does
+    not require grad, holds several elements, or whose graph was freed by an earlier backward."""
+
+
+class CheckpointPathTypeError(CheckpointNotFoundError, TypeError):
+    """``fabric.load(path)`` with a path that is not a str or ``os.PathLike`` (Lightning Fabric
+    raises ``FileNotFoundError`` for ``None``)."""
+
+
+class CheckpointEmptyError(CheckpointError, EOFError):
+    """``fabric.load`` of an empty file (Lightning Fabric lets torch raise ``EOFError``)."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """``fabric.save`` could not write the checkpoint at its path (also the ``OSError`` subclass
+    the file system raised, below, so ``except FileExistsError`` clauses keep working)."""
+
+
+class CheckpointPathIsFileError(CheckpointWriteError, FileExistsError):
+    """A folder on the way to the checkpoint's path is a file."""
+
+
+class CheckpointPathNotDirectoryError(CheckpointWriteError, NotADirectoryError):
+    """A folder further up the checkpoint's path is a file."""
+
+
+class CheckpointPathIsDirectoryError(CheckpointWriteError, IsADirectoryError):
+    """The checkpoint's path is a folder, and the strategy writes a single file."""
+
+
+class CheckpointPermissionError(CheckpointWriteError, PermissionError):
+    """The checkpoint's folder cannot be written by this process."""

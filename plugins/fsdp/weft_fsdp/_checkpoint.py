@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from weft import checkpoint as wcp
-from weft.consolidate import FORMAT, META_FILE, is_sharded_checkpoint, read_sharded, weights_only_load_planner
+from weft.consolidate import FORMAT, META_FILE, is_sharded_checkpoint, missing_metadata, read_sharded, weights_only_load_planner
 from weft.errors import CheckpointError, CheckpointNotFoundError, MisuseError
 
 FilterMap = "dict[str, Callable[[str, Any], bool]] | None"
@@ -84,26 +84,77 @@ def _plain_values(others: dict[str, Any], filter: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- save
 
 
-def save_sharded(path: str, state: dict[str, Any], filter: Any, known: list[nn.Module], agree: Callable[[str], None]) -> None:
-    """Every rank writes its shards into a folder beside ``path``; rank 0 adds the metadata
-    and moves the folder into place once all shards are written."""
+def scratch_name(path: str) -> str:
+    """A fresh hidden folder beside ``path`` for one save to write into.
+
+    Distinct for every save, so two jobs (or two saves) writing the same ``path`` at once never
+    share one; it names this host and process so a later save can tell a crashed save's
+    leftover (its process is gone) from one still being written.
+    """
+    import secrets
+    import socket
+
+    base = os.path.basename(path)
+    return os.path.join(os.path.dirname(path), f".{base}.{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.partial")
+
+
+def _remove_stale_scratch(path: str) -> None:
+    """Remove scratch folders of saves to ``path`` whose process on this host has died."""
+    import re
+    import socket
+
+    folder, base = os.path.dirname(path), os.path.basename(path)
+    host = socket.gethostname()
+    for name in os.listdir(folder):
+        if name == f".{base}.partial":  # the single shared name older versions used
+            stale = True
+        else:
+            match = re.fullmatch(re.escape(f".{base}.") + r"(.+)-(\d+)-[0-9a-f]+\.partial", name)
+            stale = bool(match) and match.group(1) == host and not _alive(int(match.group(2)))
+        if stale:
+            full = os.path.join(folder, name)
+            shutil.rmtree(full, ignore_errors=True) if os.path.isdir(full) else os.remove(full)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def save_sharded(
+    path: str,
+    state: dict[str, Any],
+    filter: Any,
+    known: list[nn.Module],
+    agree: Callable[[str], None],
+    share: Callable[[Any], Any] = lambda obj: obj,
+) -> None:
+    """Every rank writes its shards into a scratch folder beside ``path``; rank 0 adds the metadata,
+    the checksum manifest and moves the folder into place once all shards are written.
+
+    :param share: sends rank 0's value to every rank (a broadcast), to agree on the scratch folder.
+    """
     from torch.distributed.checkpoint import save as dcp_save
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     path = os.path.abspath(path)
-    partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+    agree("fabric.save")  # every rank is here before the broadcast below
+    partial = share(scratch_name(path) if _rank() == 0 else None)
     if _rank() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.lexists(partial):  # left by a save that crashed; never a valid checkpoint
-            shutil.rmtree(partial) if os.path.isdir(partial) else os.remove(partial)
-    agree("fabric.save")  # after rank 0's cleanup, before anyone writes
+        _remove_stale_scratch(path)  # left by saves that crashed; never a valid checkpoint
     modules, optimizers, others = _split(state, known)
     tensors: dict[str, Any] = {}
     for key, module in modules.items():
         tensors[key] = _filtered(get_model_state_dict(module), key, filter)
     for key, (optimizer, owner) in optimizers.items():
         tensors[key] = get_optimizer_state_dict(owner, optimizer)
-    dcp_save(tensors, checkpoint_id=partial, no_dist=not dist.is_initialized())
+    meta = None
     if _rank() == 0:
         meta = {
             "format": FORMAT,
@@ -112,8 +163,29 @@ def save_sharded(path: str, state: dict[str, Any], filter: Any, known: list[nn.M
             "tensor_keys": sorted(tensors),
             "values": _plain_values(others, filter),
         }
+
+    def write_meta() -> None:
+        # Runs on rank 0 inside DCP's finish step: a failure here fails the save on every rank.
         wcp.atomic_torch_save(meta, os.path.join(partial, META_FILE))
-        wcp.commit_folder(partial, path)
+
+    writer = wcp.checked_dcp_writer(partial, extra_files=(META_FILE,), on_finish=write_meta)
+    try:
+        dcp_save(tensors, checkpoint_id=partial, storage_writer=writer, no_dist=not dist.is_initialized())
+        if _rank() == 0:
+            wcp.commit_folder(partial, path)
+    except BaseException as exc:
+        converted = None
+        if isinstance(exc, Exception) or wcp.is_dcp_failure(exc):
+            # Before the scratch folder is removed: the free space left tells a full disk apart
+            # when the error itself does not say (errors from other ranks arrive without their cause).
+            converted = wcp.disk_full_error(exc, path, os.path.dirname(path), None, lambda: wcp.tensor_bytes(tensors))
+            if converted is None and not isinstance(exc, CheckpointError):
+                converted = wcp.sharded_error(exc, path, "save")
+        if _rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)  # every rank has stopped writing: DCP failed on all
+        if converted is not None:
+            raise converted from exc
+        raise
     agree("fabric.save (commit)")  # no rank returns before the folder is in place
 
 
@@ -158,6 +230,7 @@ def load(
             return read_sharded(path, weights_only=weights_only)
         return _load_sharded(path, state, strict, weights_only, known)
     if os.path.isdir(path):
+        missing_metadata(path)
         raise CheckpointError(f"{path!r} is a folder but not a sharded checkpoint (no DCP .metadata file)")
     checkpoint = wcp.load_file(path, weights_only=weights_only)
     if state is None:
@@ -198,13 +271,16 @@ def _load_sharded(path: str, state: dict[str, Any], strict: bool, weights_only: 
         dcp_load(
             targets,
             checkpoint_id=path,
+            storage_reader=wcp.checked_dcp_reader(path),  # each rank verifies the checksums of what it reads
             planner=weights_only_load_planner(weights_only, path=path, allow_partial_load=not strict),
             no_dist=not dist.is_initialized(),
         )
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - DCP reports mismatches as several exception types
-        raise CheckpointError(f"Could not restore from the sharded checkpoint {path!r}: {exc}") from exc
+    except BaseException as exc:  # DCP's CheckpointException is a BaseException, not an Exception
+        if isinstance(exc, Exception) or wcp.is_dcp_failure(exc):
+            raise wcp.sharded_error(exc, path, "restore from") from exc
+        raise
     for key, module in modules.items():
         _set_model(key, module, targets[key], strict, set_model_state_dict, _options(strict=strict))
     for key, (optimizer, owner) in optimizers.items():

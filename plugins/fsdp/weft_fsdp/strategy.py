@@ -246,8 +246,12 @@ class FSDPStrategy(wdist.CollectiveHooks, RootDevice):
 
     @hookimpl
     def weft_strategy_save_checkpoint(self, fabric, path, state, filter):
-        save = _checkpoint.save_sharded if self.state_dict_type == "sharded" else _checkpoint.save_full
-        save(path, state, filter, self._sharded_modules(), self._agree)
+        if self.state_dict_type == "sharded":
+            # Rank 0 names the scratch folder and broadcasts it: concurrent saves never share one.
+            share = lambda obj: fabric.broadcast(obj, src=0)  # noqa: E731
+            _checkpoint.save_sharded(path, state, filter, self._sharded_modules(), self._agree, share)
+        else:
+            _checkpoint.save_full(path, state, filter, self._sharded_modules(), self._agree)
         return True
 
     @hookimpl
