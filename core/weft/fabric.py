@@ -20,15 +20,31 @@ from torch import nn
 
 from weft import callbacks as callback_calls
 from weft import hookspecs, registry
-from weft.checkpoint import PRECISION_KEY
+from weft.checkpoint import PRECISION_KEY, check_restorable
 from weft.clipping import check_finite_norm
 from weft.errors import (
+    BackwardError,
+    CheckpointEmptyError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointPathIsDirectoryError,
+    CheckpointPathIsFileError,
+    CheckpointPathNotDirectoryError,
+    CheckpointPathTypeError,
+    CheckpointPermissionError,
+    CheckpointWriteError,
     ConfigurationError,
     ConfigurationTypeError,
+    LogDictTypeError,
+    LossTypeError,
     MisuseError,
     MisuseTypeError,
     MisuseValueError,
+    ModuleTypeError,
+    NoLoggerError,
+    OptimizerTypeError,
     ReduceOpError,
+    WeftError,
 )
 from weft.utilities.apply import apply_to_tensors, move_to_device
 from weft.utilities.rng import RNGState
@@ -47,13 +63,12 @@ _REDUCE_OPS = ("sum", "mean", "max", "min")
 _LOGGER_HOOKS = tuple(name for name in vars(hookspecs) if name.startswith("weft_logger_"))
 
 
-class NoLoggerError(MisuseError, IndexError):
-    """``fabric.logger`` on a Fabric without loggers (an ``IndexError``, as in Lightning Fabric)."""
-
-
-class LogDictTypeError(MisuseTypeError, AttributeError):
-    """``fabric.log_dict()`` given something other than a dict. Also an ``AttributeError``: what
-    Lightning Fabric raises (it calls ``metrics.items()``)."""
+_WRITE_ERRORS = (
+    (FileExistsError, CheckpointPathIsFileError),
+    (NotADirectoryError, CheckpointPathNotDirectoryError),
+    (IsADirectoryError, CheckpointPathIsDirectoryError),
+    (PermissionError, CheckpointPermissionError),
+)
 
 # Other spellings Lightning accepts for the same reductions.
 _REDUCE_OP_ALIASES = {"avg": "mean"}
@@ -177,51 +192,55 @@ class Fabric:
     ) -> None:
         if precision is None:  # as in Lightning: None means the default
             precision = _Default("32-true")
-        given = _apply_cli_defaults(
+        given, cli_sources = _apply_cli_defaults(
             {"accelerator": accelerator, "strategy": strategy, "devices": devices, "num_nodes": num_nodes, "precision": precision}
         )
         accelerator, strategy, devices, num_nodes, precision = (given[k] for k in ("accelerator", "strategy", "devices", "num_nodes", "precision"))
-        _check_types(accelerator, strategy, devices, num_nodes, precision, plugins)
+        # An error about a value the launcher supplied names the variable it came from.
+        with _naming_cli_sources(cli_sources):
+            _check_types(accelerator, strategy, devices, num_nodes, precision, plugins)
 
-        by_kind, others = _sort_plugins(plugins)
-        for kind, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
-            if kind in by_kind and not (isinstance(value, _Default)):
-                raise ConfigurationError(f"{kind} given twice: {kind}={value!r} and in plugins=; keep one")
+            by_kind, others = _sort_plugins(plugins)
+            for kind, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
+                if kind in by_kind and not (isinstance(value, _Default)):
+                    raise ConfigurationError(f"{kind} given twice: {kind}={value!r} and in plugins=; keep one")
 
-        self._environment = by_kind.get("environment") or _detect_environment()
-        self._accelerator = by_kind.get("accelerator") or _pick_accelerator(accelerator)
-        self._precision = by_kind.get("precision") or _plugin_or_create("precisions", precision)
-        self._num_nodes = int(num_nodes)
-        # The strategy joins once the world size is known (it decides what "auto" means).
-        self._pm = _new_plugin_manager(
-            {"accelerator": self._accelerator, "environment": self._environment, "precision": self._precision}
-        )
-        hook = self._pm.hook
+            self._environment = by_kind.get("environment") or _detect_environment()
+            self._accelerator = by_kind.get("accelerator") or _pick_accelerator(accelerator)
+            self._precision = by_kind.get("precision") or _plugin_or_create("precisions", precision)
+            self._num_nodes = int(num_nodes)
+            # The strategy joins once the world size is known (it decides what "auto" means).
+            self._pm = _new_plugin_manager(
+                {"accelerator": self._accelerator, "environment": self._environment, "precision": self._precision}
+            )
+            hook = self._pm.hook
 
-        self._external = bool(hook.weft_environment_creates_processes_externally())
-        self._devices = self._parse_devices(devices)
-        self._read_ranks()
+            self._external = bool(hook.weft_environment_creates_processes_externally())
+            self._devices = self._parse_devices(devices)
+            self._read_ranks()
 
-        strategy = by_kind.get("strategy") or strategy
-        if isinstance(strategy, str) and strategy == "auto":
-            strategy = "single_device" if self._world_size == 1 else "ddp"
-            if strategy == "ddp" and "ddp" not in registry.records("strategies"):
-                raise ConfigurationError(
-                    f"{self._world_size} processes need a multi-process strategy, and none is installed: "
-                    "pip install weft-ddp (or pass devices=1)."
-                )
-        self._strategy = _plugin_or_create("strategies", strategy)
-        self._pm.register(self._strategy, name="strategy")
-        for index, plugin in enumerate(others):
-            self._pm.register(plugin, name=f"extra-{index}")
-        self._extras = others
-        self._callbacks = callback_calls.configure(callbacks)
-        self._configure_loggers(loggers)
+            strategy = by_kind.get("strategy") or strategy
+            if isinstance(strategy, str) and strategy == "auto":
+                strategy = "single_device" if self._world_size == 1 else "ddp"
+                if strategy == "ddp" and "ddp" not in registry.records("strategies"):
+                    raise ConfigurationError(
+                        f"{self._world_size} processes need a multi-process strategy, and none is installed: "
+                        "pip install weft-ddp (or pass devices=1)."
+                    )
+            self._strategy = _plugin_or_create("strategies", strategy)
+            self._pm.register(self._strategy, name="strategy")
+            for index, plugin in enumerate(others):
+                self._pm.register(plugin, name=f"extra-{index}")
+            self._extras = others
+            _check_callbacks(callbacks)
+            self._callbacks = callback_calls.configure(callbacks)
+            self._configure_loggers(loggers)
 
         self._device: torch.device | None = None
         self._environment_ready = False
         self._launched = False
         self._modules_set_up = 0
+        self._loaders_set_up = 0  # numbers each loader alike on every rank (see EpochStartExchange)
         self._bind_hooks()
         hook.weft_validate(fabric=self)
         if _lightning_cli_used() and self._external:
@@ -314,6 +333,11 @@ class Fabric:
         from weft.loggers.dispatch import as_plugin
 
         for index, logger in enumerate(self._loggers):
+            if isinstance(logger, type):
+                raise ConfigurationTypeError(
+                    f"loggers= holds the class {logger.__name__}, not a logger: pass an instance, e.g. "
+                    f"{logger.__name__}(...), or a logger name such as 'csv'"
+                )
             if any(logger is earlier for earlier in self._loggers[:index]):
                 raise ConfigurationError(f"loggers= holds the same logger twice ({type(logger).__name__}); pass it once")
             plugin = as_plugin(logger, lambda: registry.names("loggers"))
@@ -485,6 +509,12 @@ class Fabric:
         if self._environment_ready:
             return
         self._read_ranks()
+        if self._external:
+            from weft import launch, lifecycle
+
+            launch.check_strategy_runs(self, self._world_size, f"the {self.environment_name} environment started {self._world_size} processes")
+            if lifecycle.has_launcher_agent():  # torchrun's agent: end with it, never as an orphan
+                lifecycle.watch_launcher(rank=self._global_rank)
         self._device = None
         hook = self._pm.hook
         hook.weft_accelerator_setup_device(device=self.device)
@@ -707,8 +737,12 @@ class Fabric:
         device = self.device if move_to_device and self.device.type != "cpu" else None
         for loader in dataloaders:
             if not isinstance(loader, torch.utils.data.DataLoader):
+                hint = (
+                    ": wrap the dataset in one, e.g. DataLoader(dataset, batch_size=...)"
+                    if isinstance(loader, torch.utils.data.Dataset) else ""
+                )
                 raise DataLoaderSetupError(
-                    f"setup_dataloaders() takes torch.utils.data.DataLoader objects, got {type(loader).__name__}"
+                    f"setup_dataloaders() takes torch.utils.data.DataLoader objects, got {type(loader).__name__}{hint}"
                 )
             if isinstance(loader, _FabricDataLoader):
                 raise MisuseValueError("this DataLoader was already set up by fabric.setup_dataloaders(); pass each loader once")
@@ -718,7 +752,10 @@ class Fabric:
                 # A new loader (of the user's class) around this rank's share of the data.
                 loader = data.with_distributed_sampler(loader, sampler_kwargs)
             data.add_worker_seeding(loader, self._global_rank)
-            out.append(_FabricDataLoader(loader, device))
+            # Several ranks: each leaves its epoch-start generator states where the checkpoint's writer reads them.
+            exchange = data.epoch_start_exchange(self._loaders_set_up, self._global_rank, self._world_size)
+            self._loaders_set_up += 1
+            out.append(_FabricDataLoader(loader, device, self._global_rank, self._world_size, exchange))
         return out[0] if len(out) == 1 else out  # a list, as Lightning returns
 
     # ------------------------------------------------------------------ training step
@@ -729,12 +766,20 @@ class Fabric:
         Needs no model set up on this Fabric (the loss may come from models set up on another), as
         in Lightning Fabric.
         """
-        if self._h_pre_backward is not None:
-            tensor = self._h_pre_backward(tensor=tensor)
-        if self._h_backward is not None:
-            self._h_backward(fabric=self, tensor=tensor, module=model)
-        else:
-            tensor.backward(*args, **kwargs)
+        loss = tensor
+        try:
+            if self._h_pre_backward is not None:
+                tensor = self._h_pre_backward(tensor=tensor)
+            if self._h_backward is not None:
+                self._h_backward(fabric=self, tensor=tensor, module=model)
+            else:
+                tensor.backward(*args, **kwargs)
+        except (AttributeError, TypeError, RuntimeError) as exc:
+            # Explained only once it failed: the per-step path does no checks of its own.
+            problem = None if isinstance(exc, WeftError) else _backward_problem(loss, exc)
+            if problem is None:
+                raise
+            raise problem from exc
 
     def clip_gradients(
         self,
@@ -760,6 +805,11 @@ class Fabric:
             )
         if clip_val is None and max_norm is None:
             raise ConfigurationError("clip_gradients() needs clip_val= (clip each value) or max_norm= (clip the total norm)")
+        norm_type = _check_clip_value("norm_type", norm_type)
+        if max_norm is not None:
+            max_norm = _check_clip_value("max_norm", max_norm)
+        else:
+            clip_val = _check_clip_value("clip_val", clip_val)
         module, _ = unwrap_compiled(module)  # torch.compile(model) of the set-up model: the model inside
         if isinstance(module, _FabricModule):
             forward_module = module._forward_module
@@ -768,6 +818,11 @@ class Fabric:
         else:
             raise MisuseTypeError(f"clip_gradients() takes the model (a torch.nn.Module) first, got {type(module).__name__}")
         raw_optimizer = unwrap(optimizer)
+        if not hasattr(raw_optimizer, "param_groups"):
+            raise OptimizerTypeError(
+                f"clip_gradients() takes the optimizer second, got {type(optimizer).__name__}: "
+                "fabric.clip_gradients(model, optimizer, max_norm=...)"
+            )
         hook = self._pm.hook
         hook.weft_precision_unscale_gradients(optimizer=raw_optimizer)
         if max_norm is not None:
@@ -915,8 +970,12 @@ class Fabric:
         """Save models, optimizers and any other state to ``path`` (atomically).
 
         Single-file strategies write from rank 0 alone, so ``if fabric.is_global_zero:
-        fabric.save(...)`` works; sharded strategies need every rank to call it.
+        fabric.save(...)`` works; sharded strategies need every rank to call it, and so does a
+        ``weft.RNGState`` in the state (its states are gathered). A set-up data loader works
+        either way: the writer reads the other ranks' epoch-start states from the process
+        group's store.
         """
+        _check_path(path, "save")
         if not isinstance(state, dict):
             raise MisuseTypeError(f"save() takes a dict of state, got {type(state).__name__}")
         _check_save_filter(filter, state)
@@ -928,7 +987,13 @@ class Fabric:
         precision_state = self._pm.hook.weft_precision_state_dict()
         if precision_state:
             raw[PRECISION_KEY] = precision_state
-        done = self._pm.hook.weft_strategy_save_checkpoint(fabric=self, path=os.fspath(path), state=raw, filter=filter)
+        check_restorable(raw)  # refuse now what the default (weights_only) load could never restore
+        try:
+            done = self._pm.hook.weft_strategy_save_checkpoint(fabric=self, path=os.fspath(path), state=raw, filter=filter)
+        except OSError as exc:
+            if isinstance(exc, WeftError):
+                raise
+            raise _write_error(exc, path) from exc
         if done is None:
             raise MisuseError(f"strategy {self.strategy_name!r} does not implement weft_strategy_save_checkpoint")
         if self._h_loggers is not None and self._global_rank == 0 and self._loggers_used:
@@ -943,6 +1008,8 @@ class Fabric:
         Loading uses ``torch.load(weights_only=True)`` unless ``weights_only=False``
         is passed for a checkpoint you trust.
         """
+        _check_path(path, "load")
+        _check_not_empty(path)
         if state is not None and not isinstance(state, dict):
             raise MisuseTypeError(f"load() takes a dict of state (or None), got {type(state).__name__}")
         self._require_environment("load")
@@ -965,6 +1032,14 @@ class Fabric:
 
     def load_raw(self, path: str | os.PathLike, obj: nn.Module | torch.optim.Optimizer, strict: bool = True, weights_only: bool = True) -> None:
         """Load a plain ``state_dict`` file (e.g. ``torch.save(model.state_dict(), path)``) into ``obj``."""
+        _check_path(path, "load_raw")
+        _check_not_empty(path)
+        if not isinstance(unwrap(obj), (nn.Module, torch.optim.Optimizer)):
+            # Anything else would be replaced, not filled: the call would load nothing.
+            raise MisuseTypeError(
+                f"load_raw() loads into a torch.nn.Module or a torch.optim.Optimizer, got {type(obj).__name__}; "
+                "for a dict of objects use fabric.load(path, state)"
+            )
         self._require_environment("load_raw")
         self._pm.hook.weft_strategy_load_checkpoint(
             fabric=self, path=os.fspath(path), state=unwrap(obj), strict=strict, weights_only=weights_only
@@ -1145,14 +1220,18 @@ def _cli_flags(arg: str) -> list[tuple[str, str]]:
     return found
 
 
-def _apply_cli_defaults(given: dict[str, Any]) -> dict[str, Any]:
+def _apply_cli_defaults(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """Take the launcher's flags (`weft run`'s, or Lightning's `fabric run`'s) as defaults.
 
     As in Lightning: an argument the script left at its default takes the flag; an explicit,
     different one is an error. (Lightning lets LT_* variables silently override the script when
     LT_CLI_USED is not set; weft reports that conflict too.)
+
+    :returns: the arguments, and for each one taken from a launcher its value and where it came
+        from (``("lots", "WEFT_CLI_DEVICES='lots', set by `weft run --devices lots`")``).
     """
     out = dict(given)
+    sources: dict[str, tuple[str, str]] = {}
     for arg in CLI_ENV:
         flags = _cli_flags(arg)
         if not flags:
@@ -1168,6 +1247,8 @@ def _apply_cli_defaults(given: dict[str, Any]) -> dict[str, Any]:
                 except ValueError:
                     raise ConfigurationError(f"`{typed}`: the number of nodes must be an integer") from None
             out[arg] = cli
+            env = CLI_ENV[arg] if typed.startswith("weft run") else LIGHTNING_CLI_ENV[arg]
+            sources[arg] = (os.environ[env], f"{env}={os.environ[env]!r}, set by `{typed}`")
             continue
         shown = getattr(value, "name", value)
         if str(shown) != cli:
@@ -1180,7 +1261,19 @@ def _apply_cli_defaults(given: dict[str, Any]) -> dict[str, Any]:
                 f"`{typed}` conflicts with Fabric({arg}={value!r}) in the script{default}. Remove one of them "
                 "(the command line only fills arguments the script leaves unset)."
             )
-    return out
+    return out, sources
+
+
+@contextlib.contextmanager
+def _naming_cli_sources(sources: dict[str, tuple[str, str]]) -> Iterator[None]:
+    """Re-raise a configuration error about a launcher-supplied value with the variable it came from."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        named = [where for value, where in sources.values() if value in str(exc)]
+        if not named or not exc.args or not isinstance(exc.args[0], str):
+            raise
+        raise type(exc)(f"{exc.args[0]} (the value comes from {'; '.join(named)})") from exc
 
 
 def _check_types(accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, precision: Any, plugins: Any) -> None:
@@ -1198,20 +1291,102 @@ def _check_types(accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, 
         raise ConfigurationTypeError(f"devices={devices!r}: pass an int, -1 for all, 'auto', a list of indices or '0,2'")
     if plugins is not None and not isinstance(plugins, (list, tuple)) and not _plugin_kinds(plugins):
         raise ConfigurationTypeError(f"plugins={plugins!r}: pass a plugin object or a list of them")
+    for name, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
+        kinds = set() if isinstance(value, (str, int)) else _plugin_kinds(value)
+        if kinds and name not in kinds:
+            # e.g. a precision plugin passed as strategy=: registered as the strategy, its hooks
+            # would run twice and no strategy would be chosen.
+            (kind, *_) = sorted(kinds)
+            raise ConfigurationTypeError(
+                f"{name}={value!r:.80} is not a {name} plugin (it implements the {' and '.join(sorted(kinds))} hooks): "
+                f"pass it as {kind}=... (or in plugins=[...]), and give {name}= a name or a {name} plugin"
+            )
+
+
+_PLAIN_VALUES = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _check_callbacks(callbacks: Any) -> None:
+    """Callbacks are objects whose methods ``fabric.call`` runs: refuse plain values and classes,
+    which have no such methods (or only unbound ones) and would be skipped or fail at the first call."""
+    given = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    for callback in given if callbacks is not None else []:
+        if isinstance(callback, type):
+            raise ConfigurationTypeError(
+                f"callbacks= holds the class {callback.__name__}, not an object: pass an instance, e.g. {callback.__name__}()"
+            )
+        if isinstance(callback, _PLAIN_VALUES):
+            raise ConfigurationTypeError(
+                f"callbacks= holds {callback!r:.60} ({type(callback).__name__}): pass objects whose methods "
+                "fabric.call(name, ...) runs by name, or a list of them"
+            )
+
+
+def _an_instance(value: Any, base: type) -> str:
+    """A hint for a class passed where an instance of ``base`` belongs."""
+    if isinstance(value, type) and issubclass(value, base):
+        return f" (the class {value.__name__} itself: pass an instance, e.g. {value.__name__}(...))"
+    return ""
 
 
 def _check_module(module: Any, what: str) -> None:
     if isinstance(module, _FabricModule):
         raise MisuseValueError(f"{what}(): this model was already set up by fabric.setup(); pass each model once")
     if not isinstance(module, nn.Module):
-        raise MisuseTypeError(f"{what}() takes a torch.nn.Module first, got {type(module).__name__}")
+        raise ModuleTypeError(f"{what}() takes a torch.nn.Module first, got {type(module).__name__}{_an_instance(module, nn.Module)}")
 
 
 def _check_optimizer(optimizer: Any) -> None:
     if isinstance(optimizer, _FabricOptimizer):
         raise MisuseValueError("this optimizer was already set up by fabric.setup(); pass each optimizer once")
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise MisuseTypeError(f"expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise MisuseTypeError(
+            f"expected a torch.optim.Optimizer, got {type(optimizer).__name__}{_an_instance(optimizer, torch.optim.Optimizer)}"
+        )
+
+
+def _check_clip_value(name: str, value: Any) -> float:
+    """``value`` as a float, refused when it is not a number, NaN, or negative (``norm_type`` aside).
+
+    torch does not check them: a negative ``max_norm`` flips every gradient's sign, a negative
+    ``clip_val`` sets every gradient to it, NaN makes every gradient NaN.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"clip_gradients({name}={value!r:.60}) must be a number") from None
+    if number != number or (name != "norm_type" and number < 0):
+        what = "a number of at least 0" if name != "norm_type" else "a number (or 'inf')"
+        raise ConfigurationError(f"clip_gradients({name}={value!r}) must be {what}; torch would apply it unchecked")
+    return number
+
+
+def _backward_problem(tensor: Any, exc: Exception) -> Exception | None:
+    """A weft error explaining why ``fabric.backward(tensor)`` failed with ``exc``, or ``None``
+    when the failure is not one of the usual mistakes (it then propagates as it is)."""
+    if not isinstance(tensor, torch.Tensor):
+        return LossTypeError(
+            f"fabric.backward() takes the loss tensor, got {type(tensor).__name__} ({tensor!r:.60}): pass the tensor the "
+            "model's output was reduced to (not loss.item())"
+        )
+    text = str(exc)
+    if "does not require grad" in text:
+        return BackwardError(
+            f"fabric.backward(loss): the loss (shape {tuple(tensor.shape)}) does not require grad, so there is nothing to "
+            "differentiate. Compute it from the output of a model whose parameters require grad, outside torch.no_grad() "
+            "and without .detach()."
+        )
+    if "only for scalar outputs" in text:
+        return BackwardError(
+            f"fabric.backward(loss): the loss has shape {tuple(tensor.shape)} ({tensor.numel()} elements); backward needs "
+            "one number. Reduce it (e.g. loss.mean()), or pass gradient=... of the same shape."
+        )
+    if "backward through the graph a second time" in text:
+        return BackwardError(
+            "fabric.backward(loss): this loss's graph was already freed by an earlier backward. Compute the loss anew, "
+            "or pass retain_graph=True to the first fabric.backward."
+        )
+    return None
 
 
 def _check_launch_function(function: Any) -> None:
@@ -1230,6 +1405,40 @@ def _check_launch_function(function: Any) -> None:
             f"fabric.launch({getattr(function, '__name__', function)!r}): the function takes no argument, but it is "
             "called with the Fabric first: def train(fabric, ...)."
         )
+
+
+def _check_path(path: Any, what: str) -> None:
+    """A checkpoint path must be a str or ``os.PathLike`` (``None`` is refused as Lightning does:
+    a ``FileNotFoundError``, here also a ``TypeError``)."""
+    if isinstance(path, (str, os.PathLike)) and not isinstance(path, bytes):
+        return
+    raise CheckpointPathTypeError(
+        f"{what}(path={path!r:.60}): the checkpoint path must be a str or os.PathLike (e.g. 'checkpoints/last.ckpt'), "
+        f"got {type(path).__name__}"
+    )
+
+
+def _check_not_empty(path: str | os.PathLike) -> None:
+    """An empty file is no checkpoint: say so, rather than torch's bare ``EOFError``."""
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CheckpointEmptyError(
+            f"{os.fspath(path)!r} is empty (0 bytes), not a checkpoint: it was created but never written (fabric.save "
+            "writes aside and renames, so it did not come from there). Load another checkpoint."
+        )
+
+
+def _write_error(exc: OSError, path: Any) -> CheckpointWriteError:
+    """The weft error for an ``OSError`` met while writing the checkpoint at ``path``."""
+    cls = next((weft for builtin, weft in _WRITE_ERRORS if isinstance(exc, builtin)), CheckpointWriteError)
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        cause = "a folder on the way to it is a file"
+    elif isinstance(exc, IsADirectoryError):
+        cause = "it is a folder, and this strategy writes a single file; save to a file name in it"
+    elif isinstance(exc, PermissionError):
+        cause = "this process may not write there"
+    else:
+        cause = "the file system refused"
+    return cls(f"Cannot write the checkpoint {os.fspath(path)!r}: {cause} ({exc}). Choose another path.")
 
 
 def _check_save_filter(filter: Any, state: dict[str, Any]) -> None:

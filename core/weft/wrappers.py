@@ -432,13 +432,28 @@ class _FabricDataLoader:
     of those generators at the start of the epoch are part of :meth:`state_dict`;
     a resumed epoch replays the draws from them, then puts the global generator
     back, so the rest of the run sees the generator it restored from the checkpoint.
+
+    Each rank draws its epoch from its own generators. With several ranks the saved state
+    holds every rank's epoch-start states (``rank_generators``, read through ``exchange``,
+    see :class:`weft.utilities.data.EpochStartExchange`) and each rank resumes from its own;
+    a position in the middle of an epoch resumes only with the world size that saved it.
+
+    :param rank: this process's global rank; :param world_size: the number of processes.
+    :param exchange: where the ranks leave their epoch-start states (``None``: one process,
+        or no process group to go through).
     """
 
     _classes: dict[type, type] = {}
 
-    def __init__(self, loader: Any, device: torch.device | None) -> None:
+    def __init__(
+        self, loader: Any, device: torch.device | None, rank: int = 0, world_size: int = 1, exchange: Any = None
+    ) -> None:
         object.__setattr__(self, "_loader", loader)
         object.__setattr__(self, "_device", device)
+        object.__setattr__(self, "_rank", rank)
+        object.__setattr__(self, "_world_size", world_size)
+        object.__setattr__(self, "_exchange", exchange)
+        object.__setattr__(self, "_rank_generators", None)  # every rank's, as loaded, until the next epoch starts
         object.__setattr__(self, "_epoch", 0)
         object.__setattr__(self, "_batches_consumed", 0)
         object.__setattr__(self, "_iterated", False)
@@ -471,12 +486,13 @@ class _FabricDataLoader:
         set_(self, "_batches_consumed", skip)
         loader = self._loader
         _set_sampler_epoch(loader, epoch)
-        if skip:
-            set_(self, "_epoch_generators", generators)
-            iterator = _skip_batches(loader, skip, generators)
-        else:
-            set_(self, "_epoch_generators", _generator_states(loader))
-            iterator = iter(loader)
+        if not skip:
+            generators = _generator_states(loader)
+        set_(self, "_epoch_generators", generators)
+        set_(self, "_rank_generators", None)
+        if self._exchange is not None:  # once per epoch: the writer of a checkpoint reads it
+            self._exchange.publish(epoch, generators, _length(loader))
+        iterator = _skip_batches(loader, skip, generators) if skip else iter(loader)
         device = self._device
         consumed = skip
         for batch in iterator:
@@ -489,9 +505,17 @@ class _FabricDataLoader:
     def state_dict(self) -> dict[str, Any]:
         """The data position: the epoch, how many of its batches were handed out, and the
         generator states the epoch's order was drawn from (tensors: safe for ``weights_only``)."""
-        state: dict[str, Any] = {"epoch": self._epoch, "batches_consumed": self._batches_consumed}
+        length = _length(self._loader)
+        state: dict[str, Any] = {
+            "epoch": self._epoch, "batches_consumed": self._batches_consumed, "length": length, "world_size": self._world_size,
+        }
         if self._epoch_generators is not None:
             state["generators"] = dict(self._epoch_generators)
+            ranks = self._rank_generators
+            if ranks is None and self._exchange is not None:
+                ranks = self._exchange.collect(self._epoch, self._epoch_generators, length)
+            if ranks is not None:
+                state["rank_generators"] = list(ranks)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -506,14 +530,53 @@ class _FabricDataLoader:
         epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
         if epoch < 0 or consumed < 0:
             raise CheckpointError(f"A data loader's position cannot be negative: epoch={epoch}, batches_consumed={consumed}")
-        generators = state.get("generators")
-        if _has_len(self._loader) and consumed >= len(self._loader):
+        generators, ranks = state.get("generators"), None
+        length = state.get("length", _length(self._loader))  # older entries: the loader's length now
+        if length is not None and consumed >= length:
             epoch, consumed, generators = epoch + 1, 0, None  # the saved epoch was complete
+        elif consumed:
+            # Mid-epoch: which batches remain depends on how the data was split between ranks,
+            # and each rank's order and worker seeds on its own generators.
+            generators, ranks = self._own_generators(state, epoch, consumed, generators)
         object.__setattr__(self, "_resume", (epoch, consumed, generators))
         object.__setattr__(self, "_iterated", True)
         object.__setattr__(self, "_epoch", epoch)
         object.__setattr__(self, "_batches_consumed", consumed)
         object.__setattr__(self, "_epoch_generators", generators)
+        object.__setattr__(self, "_rank_generators", ranks)
+
+    def _own_generators(self, state: dict[str, Any], epoch: int, consumed: int, generators: Any) -> tuple[Any, Any]:
+        """This rank's epoch-start generator states in a mid-epoch entry, and every rank's."""
+        from weft.errors import CheckpointError
+
+        saved_world = state.get("world_size")
+        where = f"epoch {epoch} after {consumed} batches"
+        if saved_world is not None and int(saved_world) != self._world_size:
+            raise CheckpointError(
+                f"The checkpoint's data loader position ({where}) was saved by {int(saved_world)} processes and this "
+                f"run has {self._world_size}: the remaining batches of that epoch depend on how the data was split "
+                f"between ranks. Resume with {int(saved_world)} processes, or leave the loader out of the state passed "
+                "to fabric.load (training then starts that epoch's data afresh), or save at the end of an epoch."
+            )
+        if self._world_size == 1:
+            return generators, None
+        ranks = state.get("rank_generators")
+        if ranks is None:
+            if generators is None:
+                return None, None  # an entry without generator states: the epoch is redrawn as it is
+            raise CheckpointError(
+                f"The checkpoint's data loader position ({where}) holds one process's generator states, and this "
+                f"run has {self._world_size} processes, each of which drew its epoch from its own: resuming would "
+                "give every rank that one process's shuffle and worker seeds (an entry written before weft recorded "
+                "every rank's states). Leave the loader out of the state passed to fabric.load, or resume on one process."
+            )
+        if len(ranks) != self._world_size:
+            raise CheckpointError(
+                f"The checkpoint's data loader position holds the generator states of {len(ranks)} processes, this "
+                f"run has {self._world_size}. Resume with {len(ranks)} processes, or leave the loader out of the "
+                "state passed to fabric.load."
+            )
+        return ranks[self._rank], list(ranks)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "_loader"), name)
@@ -525,12 +588,12 @@ class _FabricDataLoader:
         return f"FabricDataLoader({self._loader!r})"
 
 
-def _has_len(loader: Any) -> bool:
+def _length(loader: Any) -> int | None:
+    """``len(loader)``, or ``None`` for a loader without a length (an iterable dataset)."""
     try:
-        len(loader)
+        return len(loader)
     except TypeError:
-        return False
-    return True
+        return None
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ class Case:
     builtin: type
     says: tuple[str, ...]  # each must appear in the message: the bad value, then what is accepted
     needs: str | None = None  # a plugin distribution the case needs installed
+    area: str = ""  # constructor, api, checkpoints, launch: set where the cases are collected
 
 
 class _MetaAccelerator:
@@ -211,7 +213,7 @@ def _clip_inf(tmp: Path) -> None:
 V = ValueError
 R = RuntimeError
 T = TypeError
-CASES = [
+CONSTRUCTOR = [
     # ---- unknown or misspelled names
     Case("accelerator misspelled", lambda t: Fabric(accelerator="cpuu"), V, ("'cpuu'", "Did you mean 'cpu'")),
     Case("strategy misspelled", lambda t: Fabric(strategy="dpp"), V, ("'dpp'", "Did you mean 'ddp'")),
@@ -257,8 +259,10 @@ CASES = [
     Case("SingleDeviceStrategy on another device", _single_device_elsewhere, V, ("device='cuda:1'", "devices=[1]")),
     Case("strategy class not installed", _strategy_class_missing, ImportError, ("'NoSuchStrategy'", "Installed strategy classes")),
     Case("FSDP sharding strategy unknown", _fsdp_bad_sharding, V, ("'HALF_SHARD'", "FULL_SHARD"), "weft-fsdp"),
-    Case("DDP timeout negative", _ddp_bad_timeout, V, ("timeout=-5", "positive number of seconds"), "weft-ddp"),
+    Case("DDP timeout negative", _ddp_bad_timeout, V, ("timeout=-5", "number of seconds"), "weft-ddp"),
     Case("DDP start method unknown", _ddp_bad_start, V, ("'thread'", "spawn"), "weft-ddp"),
+]
+API = [
     # ---- calls in the wrong order or on the wrong objects
     Case("setup_optimizers before setup_module (FSDP)", _fsdp(_opt_before_module), R, ("setup_optimizers", "fabric.setup_module(model) first"), "weft-fsdp"),
     Case("optimizer built before setup_module (FSDP)", _fsdp(_stale_optimizer), R, ("created before fabric.setup_module", "fabric.setup(model, optimizer)"), "weft-fsdp"),
@@ -280,6 +284,8 @@ CASES = [
     Case("launch under Lightning's launcher", _launch_under_lightning_cli, R, ("fabric run", "remove fabric.launch()")),
     Case("seed not an int", lambda t: Fabric.seed_everything("x"), V, ("'x'", "an int")),
     Case("seed out of range", lambda t: Fabric.seed_everything(-1), V, ("-1", "[0, 2**32 - 1]")),
+]
+CHECKPOINTS = [
     # ---- checkpoints
     Case("save a non-dict", lambda t: _cpu().save(t / "x.ckpt", [1]), T, ("got list", "dict of state")),
     Case("save with a filter for a missing key", lambda t: _cpu().save(t / "x.ckpt", {"a": 1}, filter={"b": lambda k, v: True}), V, ("['b']", "not in the state")),
@@ -289,13 +295,252 @@ CASES = [
     Case("load_raw a missing file", lambda t: _cpu().load_raw(t / "nope.pt", nn.Linear(2, 2)), V, ("nope.pt", "No checkpoint")),
     Case("load a folder on a single-file strategy", lambda t: _cpu().load(t, {}), V, (str(Path("")), "weft consolidate")),
     Case("load a corrupt file", _load_corrupt, V, ("c.ckpt", "not a readable checkpoint")),
-    Case("load a truncated file", _load_truncated, V, ("t.ckpt", "corrupt or truncated")),
-    Case("load a checkpoint of a different model", _load_other_model, V, ("'model'", "size mismatch")),
-    Case("load with an entry the checkpoint lacks", _load_missing_entry, V, ("['optimizer']", "strict=False")),
+    Case("load a truncated file", _load_truncated, RuntimeError, ("t.ckpt", "not a readable checkpoint", "older checkpoint")),
+    Case("load a checkpoint of a different model", _load_other_model, RuntimeError, ("'model'", "size mismatch")),
+    Case("load with an entry the checkpoint lacks", _load_missing_entry, KeyError, ("['optimizer']", "strict=False")),
     Case("load arbitrary objects with weights_only", _load_arbitrary_objects, V, ("o.ckpt", "weights_only=False")),
     Case("loader state of the wrong shape", _loader_bad_state, V, ("'position'", "'batches_consumed'")),
     Case("RNG states of another world size", _rng_other_world, V, ("2 processes", "this run has 1")),
 ]
+
+
+# ---------------------------------------------------------------------- more cases (round 2)
+# Each expects the built-in type Lightning Fabric raises for the same call where it raises one
+# (checked against lightning 2.6.6); where Lightning raises nothing, the natural type.
+
+
+class _LoggerLike:
+    """A class with Lightning's logger interface (passed by mistake as the class itself)."""
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+
+class _CallbackLike:
+    def on_train_start(self):
+        pass
+
+
+def _precision_plugin():
+    from weft import registry
+
+    return registry.create("precisions", "32-true")
+
+
+def _cpu_accelerator_plugin():
+    from weft import registry
+
+    return registry.create("accelerators", "cpu")
+
+
+def _with_grads():
+    fabric, model, optimizer = _trained()
+    model(torch.ones(1, 2)).sum().backward()
+    return fabric, model, optimizer
+
+
+def _clip(**limits) -> Callable[[Path], Any]:
+    return lambda t: (lambda f, m, o: f.clip_gradients(m, o, **limits))(*_with_grads())
+
+
+def _loader() -> Any:
+    return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+
+
+def _backward_twice(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    loss = model(torch.ones(1, 2)).sum()
+    fabric.backward(loss)
+    fabric.backward(loss)
+
+
+def _file_in_the_way(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    (tmp / "file").write_bytes(b"x")
+    fabric.save(tmp / "file" / "x.ckpt", {"model": model})
+
+
+def _save_onto_folder(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    (tmp / "folder").mkdir()
+    fabric.save(tmp / "folder", {"model": model})
+
+
+def _load_bytes(name: str, data: bytes) -> Callable[[Path], Any]:
+    def call(tmp: Path) -> None:
+        (tmp / name).write_bytes(data)
+        fabric, model, _ = _trained()
+        fabric.load(tmp / name, {"model": model})
+
+    return call
+
+
+def _load_zip_not_torch(tmp: Path) -> None:
+    with zipfile.ZipFile(tmp / "z.ckpt", "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    _cpu().load(tmp / "z.ckpt", {})
+
+
+def _load_saved(obj: Any, state: Callable[[Any, Any], dict]) -> Callable[[Path], Any]:
+    """torch.save(obj) to a file, then fabric.load it into state(model, optimizer)."""
+
+    def call(tmp: Path) -> None:
+        torch.save(obj, tmp / "s.ckpt")
+        fabric, model, optimizer = _trained()
+        fabric.load(tmp / "s.ckpt", state(model, optimizer))
+
+    return call
+
+
+def _lightning_trainer_checkpoint() -> dict:
+    """The layout of a checkpoint lightning.pytorch.Trainer writes (weights under 'state_dict')."""
+    return {
+        "epoch": 3, "global_step": 30, "pytorch-lightning_version": "2.6.6", "state_dict": nn.Linear(2, 2).state_dict(),
+        "optimizer_states": [], "lr_schedulers": [], "loops": {}, "callbacks": {},
+    }
+
+
+def _load_raw_saved(obj: Any) -> Callable[[Path], Any]:
+    def call(tmp: Path) -> None:
+        torch.save(obj, tmp / "r.ckpt")
+        fabric, model, _ = _trained()
+        fabric.load_raw(tmp / "r.ckpt", model)
+
+    return call
+
+
+def _load_raw_fabric_checkpoint(tmp: Path) -> None:
+    fabric, model, _ = _trained()
+    fabric.save(tmp / "f.ckpt", {"model": model})
+    fabric.load_raw(tmp / "f.ckpt", model)
+
+
+def _load_other_optimizer(tmp: Path) -> None:
+    fabric, model, optimizer = _trained()
+    fabric.save(tmp / "o.ckpt", {"opt": optimizer})
+    other = torch.optim.SGD(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)).parameters(), lr=0.1)
+    fabric.load(tmp / "o.ckpt", {"opt": other})
+
+
+def _loader_other_world(tmp: Path) -> None:
+    loader = _cpu().setup_dataloaders(_loader())
+    loader.load_state_dict({"epoch": 0, "batches_consumed": 1, "length": 2, "world_size": 2, "rank_generators": [None, None]})
+
+
+def _loader_negative(tmp: Path) -> None:
+    _cpu().setup_dataloaders(_loader()).load_state_dict({"epoch": -1, "batches_consumed": 0})
+
+
+def _marked(name: str) -> Callable[[Path], Any]:
+    return lambda t: (lambda f, m, o: m.mark_forward_method(name))(*_trained())
+
+
+A = AttributeError
+MORE_CONSTRUCTOR = [
+    Case("callbacks an int", lambda t: Fabric(callbacks=5), T, ("callbacks= holds 5", "objects whose methods")),
+    Case("callbacks a string", lambda t: Fabric(callbacks="early_stopping"), T, ("'early_stopping'", "objects whose methods")),
+    Case("callbacks a class", lambda t: Fabric(callbacks=[_CallbackLike]), T, ("class _CallbackLike", "_CallbackLike()")),
+    Case("loggers an int", lambda t: Fabric(loggers=5), T, ("loggers= holds 5", "logger name")),
+    Case("loggers an arbitrary object", lambda t: Fabric(loggers=object()), T, ("<object object", "log_metrics")),
+    Case("loggers a class", lambda t: Fabric(loggers=_LoggerLike), T, ("class _LoggerLike", "_LoggerLike(...)")),
+    Case("loggers name unknown", lambda t: Fabric(loggers="wandbb"), V, ("'wandbb'", "csv")),
+    Case("accelerator empty name", lambda t: Fabric(accelerator=""), V, ("''", "cpu")),
+    Case("strategy empty name", lambda t: Fabric(strategy=""), V, ("''", "single_device")),
+    Case("precision empty name", lambda t: Fabric(precision=""), V, ("''", "32-true")),
+    Case("accelerator in capitals", lambda t: Fabric(accelerator="CPU"), V, ("'CPU'", "cpu")),
+    Case("precision 64-mixed", lambda t: Fabric(precision="64-mixed"), V, ("'64-mixed'", "64-true")),
+    Case("devices a dict", lambda t: Fabric(accelerator="cpu", devices={"a": 1}), T, ("devices={'a': 1}", "pass an int")),
+    Case("num_nodes text", lambda t: Fabric(num_nodes="x"), V, ("num_nodes='x'", "positive int")),
+    Case("strategy a precision plugin", lambda t: Fabric(accelerator="cpu", strategy=_precision_plugin()), V, ("not a strategy plugin", "precision=")),
+    Case("accelerator a precision plugin", lambda t: Fabric(accelerator=_precision_plugin()), V, ("not a accelerator plugin", "precision=")),
+    Case("precision an accelerator plugin", lambda t: Fabric(accelerator="cpu", precision=_cpu_accelerator_plugin()), V, ("not a precision plugin", "accelerator=")),
+    Case("precision plugin and precision name", lambda t: Fabric(accelerator="cpu", precision="bf16-mixed", plugins=[_precision_plugin()]), V, ("precision given twice", "keep one")),
+]
+MORE_API = [
+    Case("setup a model class", lambda t: _cpu().setup(nn.Linear), T, ("the class Linear", "Linear(...)")),
+    Case("setup_module a non-module", lambda t: _cpu().setup_module("model"), A, ("got str", "torch.nn.Module")),
+    Case("setup_module twice", lambda t: (lambda f: f.setup_module(f.setup_module(nn.Linear(2, 2))))(_cpu()), V, ("already set up", "pass each model once")),
+    Case("setup_optimizers a non-optimizer", lambda t: (lambda f: (f.setup_module(nn.Linear(2, 2)), f.setup_optimizers("sgd")))(_cpu()), T, ("got str", "torch.optim.Optimizer")),
+    Case("setup_optimizers an optimizer class", lambda t: (lambda f: (f.setup_module(nn.Linear(2, 2)), f.setup_optimizers(torch.optim.SGD)))(_cpu()), T, ("the class SGD", "SGD(...)")),
+    Case("setup_optimizers twice", lambda t: (lambda f, m, o: f.setup_optimizers(o))(*_trained()), V, ("already set up", "pass each optimizer once")),
+    Case("setup with an optimizer set up already", lambda t: (lambda f, m, o: f.setup(nn.Linear(2, 2), o))(*_trained()), V, ("already set up", "pass each optimizer once")),
+    Case("setup_dataloaders with nothing", lambda t: _cpu().setup_dataloaders(), V, ("setup_dataloaders()", "at least one DataLoader")),
+    Case("setup_dataloaders twice", lambda t: (lambda f: f.setup_dataloaders(f.setup_dataloaders(_loader())))(_cpu()), V, ("already set up", "pass each loader once")),
+    Case("setup_dataloaders a dataset", lambda t: _cpu().setup_dataloaders(TensorDataset(torch.zeros(4, 1))), T, ("got TensorDataset", "DataLoader(dataset")),
+    Case("setup_dataloaders a range", lambda t: _cpu().setup_dataloaders(range(3)), T, ("got range", "DataLoader")),
+    Case("backward a non-tensor", lambda t: _cpu().backward("loss"), A, ("got str", "loss tensor")),
+    Case("backward a non-scalar loss", lambda t: (lambda f, m, o: f.backward(m(torch.ones(3, 2))))(*_trained()), R, ("shape (3, 2)", "loss.mean()")),
+    Case("backward a loss without grad", lambda t: (lambda f, m, o: f.backward(torch.ones(()) * 2))(*_trained()), R, ("does not require grad", "torch.no_grad()")),
+    Case("backward a detached loss", lambda t: (lambda f, m, o: f.backward(m(torch.ones(1, 2)).sum().detach()))(*_trained()), R, ("does not require grad", ".detach()")),
+    Case("backward twice through one graph", _backward_twice, R, ("already freed", "retain_graph=True")),
+    Case("clip_gradients negative max_norm", _clip(max_norm=-1.0), V, ("max_norm=-1.0", "at least 0")),
+    Case("clip_gradients NaN max_norm", _clip(max_norm=float("nan")), V, ("max_norm=nan", "at least 0")),
+    Case("clip_gradients negative clip_val", _clip(clip_val=-1.0), V, ("clip_val=-1.0", "at least 0")),
+    Case("clip_gradients max_norm text", _clip(max_norm="big"), V, ("max_norm='big'", "must be a number")),
+    Case("clip_gradients norm_type text", _clip(max_norm=1.0, norm_type="two"), V, ("norm_type='two'", "must be a number")),
+    Case("clip_gradients a non-optimizer", lambda t: (lambda f, m, o: f.clip_gradients(m, "opt", max_norm=1.0))(*_with_grads()), A, ("got str", "optimizer second")),
+    Case("all_gather over a sub-group", lambda t: _cpu().all_gather(torch.ones(1), group=object()), V, ("group=", "sub-group")),
+    Case("broadcast from a negative rank", lambda t: _cpu().broadcast(1, src=-1), V, ("src=-1", "0..0")),
+    Case("broadcast from a rank given as text", lambda t: _cpu().broadcast(1, src="0"), V, ("src='0'", "0..0")),
+    Case("log a tensor of several elements", lambda t: _cpu().log("loss", torch.ones(3)), V, ("shape (3,)", ".mean()")),
+    Case("log_dict a list", lambda t: _cpu().log_dict([1, 2]), T, ("got list", "fabric.log(name, value)")),
+    Case("log_hyperparams a string", lambda t: _cpu().log_hyperparams("lr=0.1"), T, ("got str", "argparse.Namespace")),
+    Case("logger of a Fabric without loggers", lambda t: _cpu().logger, IndexError, ("no logger", "Fabric(loggers=...)")),
+    Case("call with a non-string name", lambda t: Fabric(accelerator="cpu", callbacks=[_CallbackLike()]).call(5), T, ("got 5", "(a str)")),
+    Case("mark_forward_method of a missing method", _marked("generate"), A, ("'generate'", "not a method")),
+    Case("mark_forward_method of a parameter", _marked("weight"), A, ("'weight'", "not a method")),
+    Case("seed too large", lambda t: Fabric.seed_everything(2**32), V, ("4294967296", "[0, 2**32 - 1]")),
+    Case("seed with a fraction", lambda t: Fabric.seed_everything(7.5), V, ("7.5", "an int")),
+]
+MORE_CHECKPOINTS = [
+    Case("save to path None", lambda t: (lambda f, m, o: f.save(None, {"model": m}))(*_trained()), T, ("path=None", "str or os.PathLike")),
+    Case("save to a number", lambda t: (lambda f, m, o: f.save(5, {"model": m}))(*_trained()), T, ("path=5", "str or os.PathLike")),
+    Case("save below a file", _file_in_the_way, FileExistsError, ("x.ckpt", "is a file")),
+    Case("save onto a folder (single-file strategy)", _save_onto_folder, IsADirectoryError, ("folder", "save to a file name in it")),
+    Case("load from path None", lambda t: _cpu().load(None, {}), FileNotFoundError, ("path=None", "str or os.PathLike")),
+    Case("load an empty file", _load_bytes("e.ckpt", b""), EOFError, ("e.ckpt", "empty (0 bytes)")),
+    Case("load a JSON file", _load_bytes("j.ckpt", b'{"model": 1}'), V, ("j.ckpt", "not in torch.save's format")),
+    Case("load a pickled whole model", _load_saved(nn.Linear(2, 2), lambda m, o: {}), V, ("s.ckpt", "weights_only=False")),
+    Case("load_raw into a dict", lambda t: (torch.save({}, t / "r.ckpt"), _cpu().load_raw(t / "r.ckpt", {})), T, ("got dict", "fabric.load(path, state)")),
+    Case("load the optimizer state of another model", _load_other_optimizer, V, ("'opt'", "doesn't match")),
+    Case("RNG entry that is not one", lambda t: weft.RNGState().load_state_dict("junk"), V, ("not one written by weft.RNGState", "got str")),
+    Case("loader position negative", _loader_negative, V, ("cannot be negative", "epoch=-1")),
+    Case("loader position mid-epoch of another world size", _loader_other_world, V, ("saved by 2 processes", "Resume with 2 processes")),
+    # Lightning raises these built-in types here; weft's CheckpointError does not subclass them yet.
+    Case("load a zip that is not a checkpoint", _load_zip_not_torch, R, ("z.ckpt", "not a readable checkpoint")),
+    Case("load a checkpoint holding a list", _load_saved([1, 2], lambda m, o: {"model": m}), A, ("found list", "dict")),
+    Case("load a Lightning Trainer checkpoint as a Fabric one", _load_saved(_lightning_trainer_checkpoint(), lambda m, o: {"model": m}), KeyError, ("['model']", "'state_dict'")),
+    Case("load a bare state dict as a Fabric checkpoint", _load_saved(nn.Linear(2, 2).state_dict(), lambda m, o: {"model": m}), KeyError, ("['model']", "load_raw")),
+    Case("load_raw the state dict of another model", _load_raw_saved(nn.Linear(3, 3).state_dict()), R, ("size mismatch", "Linear")),
+    Case("load_raw a fabric.save checkpoint", _load_raw_fabric_checkpoint, R, ("'model'", "fabric.load(path, {")),
+    Case("load a scheduler entry that is a number", _load_saved({"sched": 5}, lambda m, o: {"sched": torch.optim.lr_scheduler.StepLR(o, 1)}), T, ("'sched'", "int")),
+    Case("load a model entry that is a number", _load_saved({"model": 5}, lambda m, o: {"model": m}), T, ("'model'", "int")),
+    Case("load an optimizer entry without param_groups", _load_saved({"opt": {"x": 1}}, lambda m, o: {"opt": o}), KeyError, ("'opt'", "param_groups")),
+]
+
+# Cases not yet clear, each with the fix it waits for (in a file this corpus's owner does not
+# own): test_bad_inputs marks them xfail(strict), so a fix shows up as a failure to update here.
+PENDING: dict[str, str] = {}
+
+
+def _in(area: str, cases: list[Case]) -> list[Case]:
+    return [replace(case, area=case.area or area) for case in cases]
+
+
+CASES = [
+    *_in("constructor", CONSTRUCTOR + MORE_CONSTRUCTOR),
+    *_in("api", API + MORE_API),
+    *_in("checkpoints", CHECKPOINTS + MORE_CHECKPOINTS),
+]
+
+# Launcher flags and environment variables, kept in their own module (same Case type).
+try:
+    from bad_inputs_launch import CASES as _LAUNCH_CASES
+except ModuleNotFoundError as exc:
+    if exc.name != "bad_inputs_launch":
+        raise
+    _LAUNCH_CASES = []
+CASES += _in("launch", list(_LAUNCH_CASES))
 
 
 def installed(distribution: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from bad_inputs import CASES, installed, run_case  # noqa: E402
+from bad_inputs import CASES, PENDING, installed, run_case  # noqa: E402
 from reliability_tools import HANG_SCENARIOS, finish_hang_scenario, run_hang_scenarios, start_hang_scenario  # noqa: E402
 
 
@@ -50,7 +50,8 @@ def main() -> None:
         print("  weft-ddp is not installed: skipped")
 
     print("\n== bad inputs")
-    clear, tried, skipped, unclear = 0, 0, 0, []
+    by_area: dict[str, list[int]] = {}  # area -> [tried, clear]
+    tried, clear, skipped, unclear = 0, 0, 0, []
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(CASES):
             if case.needs and not installed(case.needs):
@@ -61,11 +62,17 @@ def main() -> None:
             ok, description = run_case(case, folder)
             tried += 1
             clear += ok
+            counts = by_area.setdefault(case.area or "other", [0, 0])
+            counts[0] += 1
+            counts[1] += ok
             if not ok:
-                unclear.append(f"  UNCLEAR {case.name}: {description[:300]}")
-    print(f"tried: {tried}  clear weft errors: {clear}  (skipped, plugin missing: {skipped})")
+                pending = f" [pending: {PENDING[case.name]}]" if case.name in PENDING else ""
+                unclear.append(f"  UNCLEAR ({case.area}) {case.name}: {description[:300]}{pending}")
+    share = 100.0 * clear / tried if tried else 0.0
+    print(f"cases tried: {tried}  clear weft errors: {clear}  share: {share:.1f} %  (skipped, plugin missing: {skipped})")
+    for area, (n, ok) in by_area.items():
+        print(f"  {area:12s} tried {n:3d}  clear {ok:3d}  ({100.0 * ok / n:.1f} %)")
     print("\n".join(unclear))
-
 
 if __name__ == "__main__":
     main()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bad_inputs import CASES, installed, run_case
+from bad_inputs import CASES, PENDING, installed, run_case
 
-# Known gaps, kept visible: each is a real unclear error that the owning plugin must fix.
-KNOWN: dict[str, str] = {}  # case name -> why it is not yet clear (xfail, strict)
+# Known gaps, kept visible: each is a real unclear error that the owning file must fix.
+KNOWN: dict[str, str] = dict(PENDING)  # case name -> why it is not yet clear (xfail, strict)
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 150
     assert len({c.name for c in CASES}) == len(CASES)
+    assert set(KNOWN) <= {c.name for c in CASES}
+    assert {c.area for c in CASES} >= {"constructor", "api", "checkpoints", "launch"}
 
 
 @pytest.mark.timeout(60)

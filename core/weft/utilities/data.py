@@ -19,14 +19,17 @@ training on a loader that is not the user's.
 
 from __future__ import annotations
 
+import datetime
 import inspect
+import io
+import os
 from functools import partial
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
-from weft.errors import DataLoaderSetupError
+from weft.errors import CheckpointError, DataLoaderSetupError
 from weft.utilities.seed import global_seed, seed_worker, seed_workers_requested
 
 _OPT_OUT = "or pass use_distributed_sampler=False to setup_dataloaders() and give each rank its share yourself"
@@ -297,3 +300,89 @@ def _differ(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor):
         return a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a.detach().cpu(), b.detach().cpu())
     return False
+
+
+class EpochStartExchange:
+    """Lets the rank that writes a checkpoint read every rank's epoch-start generator states.
+
+    Each rank's loader draws its epoch's order and worker seeds from its own generators, so an
+    exact resume needs every rank's states, while DDP writes the checkpoint from rank 0 alone.
+    Rather than a collective in ``fabric.save`` (which would hang ``if fabric.is_global_zero:
+    fabric.save(...)``), each rank leaves its states in the process group's key-value store
+    when it starts an epoch (one small write per epoch, nothing per step), and whoever saves
+    reads them from there: saving works whether one rank or every rank calls it.
+
+    Keys name the loader by the order ``setup_dataloaders`` made it in, so every rank must set
+    up the same loaders in the same order (each entry records the loader's length as a check).
+    Only the two latest epochs are kept per rank.
+    """
+
+    def __init__(self, store: Any, index: int, rank: int, world_size: int, timeout: datetime.timedelta) -> None:
+        self.store, self.index, self.rank, self.world_size, self.timeout = store, index, rank, world_size, timeout
+
+    def _key(self, rank: int, epoch: int) -> str:
+        return f"{self.index}/{rank}/{epoch}"
+
+    def publish(self, epoch: int, generators: dict[str, torch.Tensor] | None, length: int | None) -> None:
+        """Leave this rank's generator states at the start of ``epoch`` for the writer to read."""
+        buffer = io.BytesIO()
+        torch.save({"epoch": epoch, "length": length, "generators": generators}, buffer)
+        self.store.set(self._key(self.rank, epoch), buffer.getvalue())
+        if epoch >= 2:
+            self.store.delete_key(self._key(self.rank, epoch - 2))
+
+    def collect(self, epoch: int, own: dict[str, torch.Tensor] | None, length: int | None) -> list[Any]:
+        """Every rank's generator states at the start of ``epoch`` (this rank's from ``own``).
+
+        :raises CheckpointError: when a rank has not started that epoch of this loader within
+            the collective timeout, or its entry is for a loader of another length.
+        """
+        ranks: list[Any] = []
+        for rank in range(self.world_size):
+            if rank == self.rank:
+                ranks.append(own)
+                continue
+            key = self._key(rank, epoch)
+            try:
+                self.store.wait([key], self.timeout)
+            except (RuntimeError, torch.distributed.DistError) as exc:
+                raise CheckpointError(
+                    f"Saving data loader #{self.index}'s position needs rank {rank}'s generator states at the start "
+                    f"of epoch {epoch}, and rank {rank} did not start that epoch within "
+                    f"{self.timeout.total_seconds():.0f}s. Every rank must iterate a loader whose position is saved "
+                    "(leave a loader that only some ranks use out of the saved state)."
+                ) from exc
+            entry = torch.load(io.BytesIO(self.store.get(key)), weights_only=True)
+            if entry["length"] != length:
+                raise CheckpointError(
+                    f"Data loader #{self.index} has {length} batches on rank {self.rank} but {entry['length']} on rank "
+                    f"{rank}: the ranks set up different loaders in that place. Call setup_dataloaders with the same "
+                    "loaders in the same order on every rank."
+                )
+            ranks.append(entry["generators"])
+        return ranks
+
+
+def epoch_start_exchange(index: int, rank: int, world_size: int) -> EpochStartExchange | None:
+    """The :class:`EpochStartExchange` of set-up loader number ``index``, through the default
+    process group's store; ``None`` when there is no torch.distributed process group to use."""
+    import torch.distributed as dist
+
+    if world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        store = dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):  # a group without a store: no exchange
+        return None
+    from weft.distributed import COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT
+
+    timeout = DEFAULT_COLLECTIVE_TIMEOUT
+    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    if text:
+        try:
+            timeout = datetime.timedelta(seconds=float(text))
+        except ValueError:
+            pass  # weft.distributed reports a bad value when it creates the group
+    # A restarted elastic job shares the agent's store: its keys must not meet the last attempt's.
+    prefix = f"weft-loader-positions/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
+    return EpochStartExchange(dist.PrefixStore(prefix, store), index, rank, world_size, timeout)

@@ -9,6 +9,7 @@ factor from Python and NumPy, a shuffled sampler, and different generator states
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 
@@ -42,6 +43,19 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
     return (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().cpu().clone()
 
 
+def _break_loader_state(loader, world_size: int) -> None:
+    """The deliberately broken variant: every rank resumes from rank 0's loader entry, as when only
+    the writer's loader state was saved (the test must catch this)."""
+    restore = loader.load_state_dict
+
+    def rank0_only(entry):
+        if "rank_generators" in entry:
+            entry = {**entry, "rank_generators": [entry["generators"]] * world_size}
+        restore(entry)
+
+    object.__setattr__(loader, "load_state_dict", rank0_only)  # the wrapper forwards plain setattr to the loader
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", default="single_device")
@@ -54,6 +68,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="file receiving the final parameters")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--skip-rng", action="store_true", help="leave the RNG entry out (a control that must differ)")
+    parser.add_argument(
+        "--rank0-save", action="store_true",
+        help="save under `if fabric.is_global_zero:` (without the RNG entry, whose gather needs every rank)",
+    )
     args = parser.parse_args()
 
     fabric = Fabric(accelerator="cpu", strategy=args.strategy, devices=args.devices)
@@ -74,8 +92,10 @@ def main() -> None:
     np.random.seed(rank_seed)
 
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "loader": loader, "step": 0}
-    if not args.skip_rng:
+    if not (args.skip_rng or args.rank0_save):
         state["rng"] = weft.RNGState()
+    if os.environ.get("WEFT_TEST_BREAK") == "rank0-loader-state":
+        _break_loader_state(loader, fabric.world_size)
     if args.resume:
         fabric.load(args.resume, state)
     step = state["step"]
@@ -91,7 +111,8 @@ def main() -> None:
             step += 1
             if step == args.save_at:
                 state["step"] = step
-                fabric.save(args.ckpt, state)
+                if fabric.is_global_zero or not args.rank0_save:
+                    fabric.save(args.ckpt, state)
                 if not args.keep_going:
                     return
             if step == args.steps:
