@@ -6,11 +6,36 @@ Each subcommand lives in its own module and is imported only when used.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from weft.errors import DOCS, WeftError
+from weft.errors import DOCS, ConfigurationError, WeftError
+
+
+class UsageError(ConfigurationError):
+    """A command line ``weft`` cannot parse: an unknown flag, a missing argument, a bad value.
+    The message names the flag and the value; the command exits with status 2."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that, with ``raise_errors=True``, raises :class:`UsageError` instead of
+    exiting, so ``weft`` can be called as a function and its errors tested (:func:`main` prints
+    them and returns 2). Without it, it exits with status 2 as argparse does."""
+
+    def __init__(self, *args: Any, raise_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.raise_errors = raise_errors
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if self.raise_errors:
+            raise UsageError(message, self)
+        super().error(message)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -99,9 +124,11 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weft", description="Run and inspect weft training jobs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    """The ``weft`` command's parser; ``raise_errors=True`` makes a bad command line raise
+    :class:`UsageError` (naming the flag and value) instead of exiting with status 2."""
+    parser = _Parser(prog="weft", description="Run and inspect weft training jobs.", raise_errors=raise_errors)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=functools.partial(_Parser, raise_errors=raise_errors))
 
     p = sub.add_parser("plugins", help="list installed plugins (kind, name, distribution, version, status)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -123,8 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the ``weft`` command with ``argv`` (default: the process's arguments); returns its exit status.
+
+    2 for a usage or configuration error (one line naming the flag or value), 1 when a job failed,
+    128 + N when ``weft run`` was stopped by signal N.
+    """
+    parser = build_parser(raise_errors=True)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except WeftError as exc:

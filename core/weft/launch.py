@@ -29,8 +29,11 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from weft.errors import ConfigurationError, LaunchError, MisuseError, MisuseTypeError
@@ -161,50 +164,162 @@ def elastic_config(
     )
 
 
+class LaunchStoppedError(LaunchError):
+    """The launcher received SIGINT or SIGTERM and stopped its workers."""
+
+    def __init__(self, signum: int, workers: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum  # what a shell reports for a process ended by that signal
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}; the {workers} worker{'s' if workers != 1 else ''} {'were' if workers != 1 else 'was'} stopped.")
+
+
 def run_elastic(config: Any, entrypoint: Callable[..., Any] | str, args: Sequence[Any]) -> dict[int, Any]:
     """Run ``entrypoint(*args)`` (or the command ``entrypoint args``) in every worker.
 
     :returns: ``{global_rank: return value}`` (``None`` values for a command).
-    :raises LaunchError: when a worker failed, naming its rank and error.
+    :raises LaunchError: when a worker failed, naming the rank that failed first and how.
+    :raises LaunchStoppedError: when this process got SIGINT or SIGTERM (the workers are stopped).
     """
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
 
+    from weft import lifecycle
+
     # As torchrun does: N workers on one machine should not each start one thread per core.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    records = tempfile.mkdtemp(prefix="weft-exits-")
+    previous = os.environ.get(lifecycle.EXIT_RECORDS_ENV)
+    os.environ[lifecycle.EXIT_RECORDS_ENV] = records  # the workers inherit it
+    restore = _stop_on_sigterm()
+    quiet = _quiet_elastic_warnings()
     try:
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
-        raise LaunchError(describe_failures(exc.failures)) from None
+        raise LaunchError(describe_failures(exc.failures, lifecycle.read_exit_records(records))) from None
+    except SignalException as exc:
+        raise LaunchStoppedError(int(exc.sigval), config.nproc_per_node) from None
+    except KeyboardInterrupt:  # SIGINT before the workers' supervisor installed its handler
+        raise LaunchStoppedError(signal.SIGINT, config.nproc_per_node) from None
+    finally:
+        restore()
+        quiet()
+        if previous is None:
+            os.environ.pop(lifecycle.EXIT_RECORDS_ENV, None)
+        else:
+            os.environ[lifecycle.EXIT_RECORDS_ENV] = previous
+        shutil.rmtree(records, ignore_errors=True)
 
 
-def describe_failures(failures: dict[int, Any]) -> str:
-    """A readable account of failed workers (elastic ``ProcessFailure`` records), root cause first.
+#: torch elastic loggers whose warnings narrate a shutdown that weft's own one-line summary reports.
+_NARRATING_LOGGERS = ("torch.distributed.elastic.agent.server.api", "torch.distributed.elastic.multiprocessing.api")
 
-    Workers the launcher itself stopped (SIGTERM) after the first failure are listed last.
+
+def _quiet_elastic_warnings() -> Callable[[], None]:
+    """Keep only errors from torch elastic's shutdown narration ("Sending process N closing signal
+    SIGTERM"...); returns the function that restores the previous levels."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _NARRATING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
+
+    def restore() -> None:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+    return restore
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Until the elastic agent installs its own handler, turn SIGTERM into the exception it raises
+    (rather than dying without a word); returns the function that restores the previous handler."""
+    from torch.distributed.elastic.multiprocessing import SignalException
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM,)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def describe_failures(failures: dict[int, Any], records: dict[int, dict[str, Any]] | None = None) -> str:
+    """A readable account of how a job's workers ended, root cause first.
+
+    :param failures: elastic ``ProcessFailure`` records of the workers that ended non-zero.
+    :param records: weft's exit records by rank (:mod:`weft.lifecycle`), when the workers wrote them.
+
+    Ranks are ordered by who ended first among those that failed on their own; ranks whose
+    collective failed because a peer left come next, and workers the launcher itself stopped
+    (SIGTERM) after the first failure last. A rank that exited with code 0 while the others
+    still needed it (they then failed waiting for it) is the root cause, and is named as such.
     """
-    import signal
+    records = records or {}
 
-    def stopped_by_launcher(failure: Any) -> bool:
-        return failure.exitcode == -signal.SIGTERM
+    def group(rank: int, failure: Any) -> int:
+        cause = records.get(rank, {}).get("cause")
+        if failure is None:
+            return 0  # ended cleanly, before the others failed (filtered below)
+        if cause == "peer":
+            return 1
+        if failure.exitcode == -signal.SIGTERM and cause is None:
+            return 2  # stopped by the launcher (it sends SIGTERM)
+        return 0
 
-    ordered = sorted(failures.items(), key=lambda item: (stopped_by_launcher(item[1]), item[1].timestamp, item[0]))
+    def when(rank: int, failure: Any) -> float:
+        record = records.get(rank)
+        return float(record["time"]) if record and "time" in record else float(failure.timestamp)
+
+    entries = [(group(r, f), when(r, f), r, f) for r, f in failures.items()]
+    first_failure = min((t for _, t, _, _ in entries), default=float("inf"))
+    if not any(g == 0 for g, *_ in entries):
+        # Nobody failed on their own: look for a rank that left cleanly while the others waited for it.
+        for rank, record in records.items():
+            if rank not in failures and record.get("cause") == "clean" and float(record.get("time", 0)) <= first_failure:
+                entries.append((0, float(record["time"]), rank, None))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
     lines = []
-    for rank, failure in ordered:
-        message = failure.message
-        if isinstance(message, dict):
-            message = message.get("message", "")
-        if stopped_by_launcher(failure):
+    for _, _, rank, failure in entries:
+        record = records.get(rank, {})
+        if failure is None:
+            lines.append(f"rank {rank} (local rank {record.get('local_rank')}, pid {record.get('pid')}) {record.get('how', 'exited with code 0')}")
+            continue
+        if group(rank, failure) == 2:
             what = "was stopped after the failure"
         elif failure.exitcode < 0:
             what = f"was killed by signal {failure.signal_name()}"
         else:
             what = f"exited with code {failure.exitcode}"
         lines.append(f"rank {rank} (local rank {failure.local_rank}, pid {failure.pid}) {what}")
+        message = failure.message
+        if isinstance(message, dict):
+            message = message.get("message", "")
+        if not message and record.get("how", "").startswith("raised"):
+            message = record["how"]
         if message and "pytorch.org/docs/stable/elastic/errors" not in str(message) and not str(message).startswith("Signal "):
             lines.append("  " + str(message).strip().replace("\n", "\n  "))
-    root_rank = ordered[0][0]
-    return f"rank {root_rank} failed; the job was stopped.\n" + "\n".join(lines)
+    root_group, _, root, root_failure = entries[0]
+    if root_failure is None:
+        waiting = sorted(r for g, _, r, _ in entries if g == 1)
+        others = sorted(r for _, _, r, f in entries if f is not None)
+        if waiting:
+            tail = f"while rank{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))} waited for it in a collective"
+        else:
+            tail = f"while rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} still ran"
+        headline = f"rank {root} {records[root].get('how', 'exited with code 0')} {tail}; the job was stopped."
+    else:
+        headline = f"rank {root} failed; the job was stopped."
+    return headline + "\n" + "\n".join(lines)
 
 
 def launch_processes(fabric: Fabric, function: Callable[[], Any] | None) -> Launched:
@@ -224,7 +339,7 @@ def launch_processes(fabric: Fabric, function: Callable[[], Any] | None) -> Laun
             run_elastic(config, sys.executable, command)
         except LaunchError as exc:
             print(f"weft: {exc}", file=sys.stderr, flush=True)
-            sys.exit(_EXIT_FAILED)
+            sys.exit(getattr(exc, "exit_code", _EXIT_FAILED))
         sys.exit(0)  # the workers ran the script; this supervising process must not run it again
     results = run_elastic(config, _call_recorded, (function,))
     return Launched(results.get(0))
@@ -233,7 +348,11 @@ def launch_processes(fabric: Fabric, function: Callable[[], Any] | None) -> Laun
 def _call_recorded(function: Callable[[], Any]) -> Any:
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(function)()
+    from weft import lifecycle
+
+    lifecycle.watch_launcher()
+    with _exit_recorded():
+        return record(function)()
 
 
 # ---------------------------------------------------------------------- spawn launcher
@@ -283,6 +402,9 @@ def spawn_processes(fabric: Fabric, function: Callable[[], Any] | None, start_me
 
 
 def _spawned(local_rank: int, function: Callable[[], Any], nprocs: int, port: int, result_path: str) -> None:
+    from weft import lifecycle
+
+    lifecycle.watch_launcher(rank=local_rank)
     os.environ.update(
         RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs),
         GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
@@ -317,6 +439,47 @@ def _rdzv_conf(text: str) -> dict[str, str]:
     return conf
 
 
+def _count(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``minimum..maximum``, with an error that says which values work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            allowed = f"an integer in {minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed} ({what})")
+        return value
+
+    return parse
+
+
+def _seconds_arg(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _streams(text: str) -> str:
+    """``--redirects`` / ``--tee``: checked as torch elastic will read them (0-3, or rank:value pairs)."""
+    from torch.distributed.elastic.multiprocessing import Std
+
+    try:
+        Std.from_str(text)
+    except (ValueError, KeyError, TypeError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 0 (none), 1 (stdout), 2 (stderr), 3 (both), or per local rank like 0:3,1:2"
+        ) from None
+    return text
+
+
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``weft run`` to the ``weft`` command's subparsers."""
     p = sub.add_parser(
@@ -331,21 +494,21 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=_choices("strategies", ["auto"]), help="strategy name (default: the script's, else auto)")
     p.add_argument("--devices", help="processes per node: a number, -1 for all, 'auto' or indices like '0,2' (default: auto)")
     # The underscore spellings are those Lightning's `fabric run` also accepts.
-    p.add_argument("--num-nodes", "--num_nodes", type=int, default=None, help="number of machines (default 1)")
-    p.add_argument("--node-rank", "--node_rank", type=int, default=0, help="this machine's index, 0 .. num-nodes-1")
+    p.add_argument("--num-nodes", "--num_nodes", type=_count(1, "number of machines"), default=None, help="number of machines (default 1)")
+    p.add_argument("--node-rank", "--node_rank", type=_count(0, "this machine's index"), default=0, help="this machine's index, 0 .. num-nodes-1")
     p.add_argument("--main-address", "--main_address", default="127.0.0.1", help="address of node 0 (default 127.0.0.1: this machine only)")
-    p.add_argument("--main-port", "--main_port", type=int, default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
+    p.add_argument("--main-port", "--main_port", type=_count(1, "a TCP port", 65535), default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
     p.add_argument("--precision", choices=_choices("precisions"), help="precision name (default: the script's, else 32-true)")
     elastic = p.add_argument_group("torch.distributed elastic options (as in torchrun)")
-    elastic.add_argument("--max-restarts", type=int, default=0, help="restarts of the worker group after a failure (default 0)")
+    elastic.add_argument("--max-restarts", type=_count(0, "restarts"), default=0, help="restarts of the worker group after a failure (default 0)")
     elastic.add_argument("--rdzv-backend", default=None, help="rendezvous backend: c10d, static, etcd... (default: static on the main address)")
     elastic.add_argument("--rdzv-endpoint", default=None, help="rendezvous host:port (default main-address:main-port)")
     elastic.add_argument("--rdzv-id", default=None, help="job id shared by all nodes (default 'weft')")
     elastic.add_argument("--rdzv-conf", type=_rdzv_conf, default=None, help="extra rendezvous options: key1=v1,key2=v2")
-    elastic.add_argument("--monitor-interval", type=float, default=0.1, help="seconds between worker health checks")
+    elastic.add_argument("--monitor-interval", type=_seconds_arg, default=0.1, help="seconds between worker health checks")
     elastic.add_argument("--log-dir", default=None, help="folder for workers' logs and error files")
-    elastic.add_argument("--redirects", default="0", help="redirect workers' streams to log files: 0, 1, 2, 3 or per rank 0:1,1:2")
-    elastic.add_argument("--tee", default="0", help="like --redirects, but also print them")
+    elastic.add_argument("--redirects", type=_streams, default="0", help="redirect workers' streams to log files: 0, 1, 2, 3 or per rank 0:1,1:2")
+    elastic.add_argument("--tee", type=_streams, default="0", help="like --redirects, but also print them")
     elastic.add_argument("--local-addr", default=None, help="this node's address as seen by the others")
     p.add_argument("-m", "--module", action="store_true", help="SCRIPT is a module name, run like python -m")
     p.add_argument("script", help="the training script (or module, with -m)")
@@ -369,7 +532,11 @@ def _devices_value(text: str) -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """What ``weft run`` does: set the ``WEFT_CLI_*`` defaults and start the workers."""
+    """What ``weft run`` does: check the flags, set the ``WEFT_CLI_*`` defaults and start the workers.
+
+    :returns: the exit status: 0, 1 when a worker failed, 128 + N when stopped by signal N.
+    :raises ConfigurationError: for flags that cannot work together, before any process starts.
+    """
     from weft.fabric import CLI_ENV
 
     num_nodes = 1 if args.num_nodes is None else args.num_nodes
@@ -383,31 +550,74 @@ def run_command(args: argparse.Namespace) -> int:
         "accelerator": args.accelerator, "strategy": args.strategy, "devices": args.devices,
         "num_nodes": args.num_nodes, "precision": args.precision,
     }
-    for key, value in given.items():
-        if value is not None:
-            os.environ[CLI_ENV[key]] = str(value)  # the workers inherit this environment
-    nproc = _processes_per_node(args.accelerator, args.devices)
-    config = elastic_config(
-        nproc_per_node=nproc, num_nodes=num_nodes, node_rank=args.node_rank, main_address=args.main_address,
-        main_port=args.main_port, max_restarts=args.max_restarts, rdzv_backend=args.rdzv_backend,
-        rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, rdzv_conf=args.rdzv_conf,
-        monitor_interval=args.monitor_interval, log_dir=args.log_dir, redirects=args.redirects, tee=args.tee,
-        local_addr=args.local_addr,
-    )
-    target = ["--module", args.script] if args.module else [os.path.abspath(args.script)]
+    saved = {CLI_ENV[key]: os.environ.get(CLI_ENV[key]) for key in given}
     try:
-        run_elastic(config, sys.executable, ["-m", "weft.launch", *target, *args.script_args])
-    except LaunchError as exc:
-        print(f"weft run: {exc}", file=sys.stderr, flush=True)
-        return _EXIT_FAILED
-    return 0
+        for key, value in given.items():
+            if value is not None:
+                os.environ[CLI_ENV[key]] = str(value)  # the workers inherit this environment
+        nproc = _processes_per_node(args.accelerator, args.devices)
+        if args.strategy is not None:
+            check_strategy_runs(_probe_fabric(given), nproc * num_nodes, f"weft run --strategy {args.strategy}")
+        config = elastic_config(
+            nproc_per_node=nproc, num_nodes=num_nodes, node_rank=args.node_rank, main_address=args.main_address,
+            main_port=args.main_port, max_restarts=args.max_restarts, rdzv_backend=args.rdzv_backend,
+            rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id, rdzv_conf=args.rdzv_conf,
+            monitor_interval=args.monitor_interval, log_dir=args.log_dir, redirects=args.redirects, tee=args.tee,
+            local_addr=args.local_addr,
+        )
+        target = ["--module", args.script] if args.module else [os.path.abspath(args.script)]
+        try:
+            run_elastic(config, sys.executable, ["-m", "weft.launch", *target, *args.script_args])
+        except LaunchError as exc:
+            print(f"weft run: {exc}", file=sys.stderr, flush=True)
+            return getattr(exc, "exit_code", _EXIT_FAILED)
+        return 0
+    finally:  # `weft.cli.main` may be called as a function: leave the caller's environment as it was
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _probe_fabric(given: dict[str, Any]) -> Fabric:
+    """A ``Fabric`` built from ``weft run``'s flags alone, as each worker's script will build it by default."""
+    from weft.fabric import Fabric
+
+    kwargs = {key: value for key, value in given.items() if value is not None and key != "devices"}
+    if given["devices"] is not None:
+        kwargs["devices"] = _devices_value(given["devices"])
+    return Fabric(**{**kwargs, "num_nodes": given["num_nodes"] or 1})
+
+
+def check_strategy_runs(fabric: Fabric, processes: int, asked_by: str) -> None:
+    """Refuse to run ``processes`` > 1 processes with a strategy made for one.
+
+    The strategy is asked through its hooks, as ``fabric.launch()`` asks it: a strategy that can
+    run several processes starts them (``weft_strategy_launch``) or splits the data between them
+    (``weft_strategy_distributed_sampler_kwargs``). Several copies of a one-process strategy
+    would each train alone on the full data: a silent wrong result.
+
+    :param asked_by: what asked for the processes, for the message (a flag, or variables).
+    """
+    hook = fabric.hook
+    if processes <= 1 or hook.weft_strategy_launch.get_hookimpls() or hook.weft_strategy_distributed_sampler_kwargs.get_hookimpls():
+        return
+    raise ConfigurationError(
+        f"{asked_by}: strategy {fabric.strategy_name!r} runs one process, but {processes} processes were asked for; "
+        "each would train alone on all the data. Use a multi-process strategy (e.g. 'ddp'), or one process (devices=1)."
+    )
 
 
 # ---------------------------------------------------------------------- worker side
 
 
 def _run_script(argv: list[str]) -> dict:
-    """Run a script (or ``--module NAME``) as ``__main__``, recording an uncaught error for the launcher.
+    """Run a script (or ``--module NAME``) as ``__main__``, recording how it ends for the launcher.
+
+    An uncaught error goes to the elastic error file; how the worker ended (exit code, error,
+    signal) and when goes to weft's exit record (:mod:`weft.lifecycle`). The worker also stops
+    by itself if its launcher dies.
 
     :returns: the script's global namespace.
     """
@@ -415,6 +625,9 @@ def _run_script(argv: list[str]) -> dict:
 
     from torch.distributed.elastic.multiprocessing.errors import record
 
+    from weft import lifecycle
+
+    lifecycle.watch_launcher()
     namespace: dict = {}
 
     def run() -> None:  # `record` does not pass a return value through
@@ -426,8 +639,35 @@ def _run_script(argv: list[str]) -> dict:
         sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))  # as `python script.py` would
         namespace.update(runpy.run_path(argv[0], run_name="__main__"))
 
-    record(run)()
+    with _exit_recorded():
+        record(run)()
     return namespace
+
+
+class _exit_recorded:
+    """Note how the code inside ends (exit code, uncaught error, Ctrl-C) and write the exit record.
+
+    Ctrl-C ends the worker quietly with status 130: its launcher reports the interruption.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        from weft import lifecycle
+
+        if exc is None:
+            lifecycle.note_exit(0)
+        elif isinstance(exc, SystemExit):
+            lifecycle.note_exit(lifecycle.exit_code_of(exc))
+        elif isinstance(exc, KeyboardInterrupt):
+            lifecycle.note_signal(signal.SIGINT)
+            lifecycle.write_exit_record()
+            raise SystemExit(128 + signal.SIGINT) from None
+        else:
+            lifecycle.note_exception(exc)
+        lifecycle.write_exit_record()
+        return False
 
 
 def _finish(namespace: dict) -> None:

@@ -85,3 +85,123 @@ def run_hang_scenarios(names=HANG_SCENARIOS, at_once: int = 2) -> dict[str, dict
         for name, proc, started in running:
             results[name] = finish_hang_scenario(proc, started)
     return results
+
+
+# ---------------------------------------------------------------------- process lifecycle jobs
+
+LIFECYCLE_JOB = SCRIPTS / "lifecycle_job.py"
+#: How each launcher starts the two-rank lifecycle job.
+LAUNCHERS = {
+    "python": lambda script, *args: [sys.executable, str(script), *args],
+    "weft run": lambda script, *args: [
+        sys.executable, "-m", "weft.cli", "run", "--accelerator", "cpu", "--strategy", "ddp", "--devices", "2", str(script), *args,
+    ],
+    "torchrun": lambda script, *args: [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--monitor-interval", "0.1", str(script), *args,
+    ],
+}
+
+
+class Job:
+    """A job started in its own session, its output collected as it comes (with the time of each line).
+
+    Workers started by elastic launchers live in sessions of their own: :meth:`stop` ends them
+    by the pids they printed (``WEFT-TEST-PID rank=R pid=P``), never by name.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        import threading
+
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("WEFT_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_", "TORCHELASTIC", "LT_"))}
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        self.argv = argv
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, start_new_session=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # ends when every writer (launcher and workers) has closed it
+            self.lines.append((time.perf_counter(), line))
+
+    @property
+    def output(self) -> str:
+        return "".join(line for _, line in list(self.lines))
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"WEFT-TEST-PID rank=\d+ pid=(\d+)", self.output)]
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 90) -> bool:
+        """Wait until ``pattern`` appears ``count`` times in the output (``False`` on timeout or exit)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if len(re.findall(pattern, self.output)) >= count:
+                return True
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                return False
+            time.sleep(0.1)
+        return False
+
+    def when(self, pattern: str) -> float | None:
+        """``perf_counter`` time at which a line matching ``pattern`` arrived."""
+        for at, line in list(self.lines):
+            if re.search(pattern, line):
+                return at
+        return None
+
+    def workers_gone_within(self, seconds: float) -> float | None:
+        """Seconds until every worker that printed its pid has exited, or ``None`` if some outlive ``seconds``."""
+        start = time.perf_counter()
+        pids = self.worker_pids()
+        while time.perf_counter() - start < seconds:
+            if not any(_alive(p) for p in pids):
+                return time.perf_counter() - start
+            time.sleep(0.05)
+        return None
+
+    def finish(self, limit_s: float = 90) -> dict:
+        """Wait for the launcher, then for its workers; report exit code, timings and output."""
+        try:
+            self.proc.wait(timeout=max(0.0, limit_s - (time.perf_counter() - self.started)))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self.stop()
+        ended = time.perf_counter()
+        gone = self.workers_gone_within(5)
+        self._reader.join(timeout=5)
+        left = [p for p in self.worker_pids() if _alive(p)]
+        self.stop()
+        exited = self.when(r"WEFT-TEST-EXIT")
+        return {
+            "returncode": self.proc.returncode,
+            "timed_out": timed_out,
+            "seconds": round(ended - self.started, 1),
+            "seconds_after_exit": None if exited is None else round(ended - exited, 1),
+            "ranks_started": len(self.worker_pids()),
+            "ranks_left_running": len(left) if gone is None else 0,
+            "output": self.output,
+        }
+
+    def stop(self) -> None:
+        """Kill this job's launcher session and its workers (by the pids they printed)."""
+        try:
+            os.killpg(self.proc.pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_lifecycle_job(launcher: str, mode: str, env: dict[str, str] | None = None) -> Job:
+    """Start the two-rank lifecycle job in ``mode`` with ``launcher`` (a key of :data:`LAUNCHERS`)."""
+    return Job(LAUNCHERS[launcher](LIFECYCLE_JOB, mode), env)

@@ -6,12 +6,66 @@ from __future__ import annotations
 import os
 import socket
 
+from weft.errors import ConfigurationError
 from weft.hookspecs import hookimpl
+
+#: The variables every torch launcher (torchrun, weft run, fabric.launch()) sets in each process.
+LAUNCHER_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+_MAX_PORT = 65535
+
+
+def int_variable(name: str, minimum: int = 0, maximum: int | None = None) -> int | None:
+    """The integer in environment variable ``name`` (``None`` when unset or empty).
+
+    :raises ConfigurationError: naming the variable and its value when it is not an integer in
+        ``minimum..maximum``: a launcher's typo must not become rank 0 or a random port.
+    """
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        allowed = f"{minimum}..{maximum}" if maximum is not None else f"an integer >= {minimum}"
+        raise ConfigurationError(f"environment variable {name}={text!r} is not {allowed}; fix or unset it")
+    return value
 
 
 def _int_env(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    minimum = 1 if name == "WORLD_SIZE" else 0
+    return int_variable(name, minimum)
+
+
+def _port_env(name: str = "MASTER_PORT") -> int | None:
+    return int_variable(name, 1, _MAX_PORT)
+
+
+def check_rank_variables() -> None:
+    """Refuse a partial or inconsistent set of launcher variables (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``).
+
+    A launcher sets all three; with only some set a process cannot tell its place, and guessing
+    (rank 0 of 1, or waiting for peers that will never come) is worse than saying so. Values that
+    describe exactly one process (world size 1, rank 0) are a well-defined single-process job.
+    """
+    values = {name: _int_env(name) for name in LAUNCHER_RANK_VARIABLES}
+    world, rank = values["WORLD_SIZE"], values["RANK"]
+    if world is not None and rank is not None and rank >= world:
+        raise ConfigurationError(f"RANK={rank} is outside WORLD_SIZE={world} (ranks are 0..{world - 1}); fix the launcher's variables")
+    given = [name for name, value in values.items() if value is not None]
+    if not given or len(given) == len(values):
+        return
+    if all(values[name] in (None, 0) for name in ("RANK", "LOCAL_RANK")) and world in (None, 1):
+        return  # one process: nothing to meet
+    missing = [name for name in LAUNCHER_RANK_VARIABLES if name not in given]
+    shown = ", ".join(f"{name}={os.environ[name]}" for name in given)
+    raise ConfigurationError(
+        f"{shown} {'is' if len(given) == 1 else 'are'} set but {' and '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not: a launcher sets all of {', '.join(LAUNCHER_RANK_VARIABLES)} "
+        "(and MASTER_ADDR, MASTER_PORT). Set the missing ones in every process, or unset them all to let "
+        "fabric.launch() start the processes."
+    )
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -30,7 +84,10 @@ class _RanksFromVariables:
 
     @hookimpl
     def weft_environment_global_rank(self):
-        return _int_env("RANK")
+        rank, world = _int_env("RANK"), _int_env("WORLD_SIZE")
+        if rank is not None and world is not None and rank >= world:
+            raise ConfigurationError(f"RANK={rank} is outside WORLD_SIZE={world} (ranks are 0..{world - 1}); fix the launcher's variables")
+        return rank
 
     @hookimpl
     def weft_environment_local_rank(self):
@@ -56,6 +113,7 @@ class LocalEnvironment(_RanksFromVariables):
 
     @hookimpl
     def weft_environment_creates_processes_externally(self):
+        check_rank_variables()
         return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
     @hookimpl
@@ -69,8 +127,16 @@ class LocalEnvironment(_RanksFromVariables):
 
     @hookimpl
     def weft_environment_main_port(self):
-        if "MASTER_PORT" in os.environ:
-            return int(os.environ["MASTER_PORT"])
+        port = _port_env()
+        if port is not None:
+            return port
+        world = _int_env("WORLD_SIZE")
+        if world is not None and world > 1 and self.weft_environment_creates_processes_externally():
+            # A port picked here is known to this process only: the others would wait for it forever.
+            raise ConfigurationError(
+                f"WORLD_SIZE={world} processes must meet at MASTER_ADDR:MASTER_PORT, but MASTER_PORT is not set; "
+                "set the same MASTER_PORT (and MASTER_ADDR) in every process"
+            )
         if self._port is None:
             self._port = find_free_port()
         return self._port
@@ -100,4 +166,4 @@ class TorchElasticEnvironment(_RanksFromVariables):
 
     @hookimpl
     def weft_environment_main_port(self):
-        return int(os.environ["MASTER_PORT"])
+        return _port_env()

@@ -87,8 +87,9 @@ def _expand_one(item: str, whole: str) -> list[str]:
 
 
 def _int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
+    from weft.builtins.environments import int_variable
+
+    return int_variable(name, 1 if name == "SLURM_NTASKS" else 0)
 
 
 def is_batch_task(environ: dict[str, str] | None = None) -> bool:
@@ -118,7 +119,10 @@ class SLURMEnvironment:
 
     @hookimpl
     def weft_environment_global_rank(self):
-        return _int("SLURM_PROCID")
+        rank, tasks = _int("SLURM_PROCID"), _int("SLURM_NTASKS")
+        if rank is not None and tasks is not None and rank >= tasks:
+            raise ConfigurationError(f"SLURM_PROCID={rank} is outside SLURM_NTASKS={tasks} (task ids are 0..{tasks - 1})")
+        return rank
 
     @hookimpl
     def weft_environment_local_rank(self):
@@ -141,7 +145,9 @@ class SLURMEnvironment:
     @hookimpl
     def weft_environment_main_port(self):
         if os.environ.get("MASTER_PORT"):
-            return int(os.environ["MASTER_PORT"])
+            from weft.builtins.environments import int_variable
+
+            return int_variable("MASTER_PORT", 1, 65535)
         job_id = os.environ.get("SLURM_JOB_ID", "")
         digits = re.sub(r"\D", "", job_id)
         if not digits:
