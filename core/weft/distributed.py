@@ -14,7 +14,11 @@ Public API
     port come from the cluster environment (``weft_environment_main_address`` /
     ``_port``). The rendezvous store is a ``TCPStore`` hosted by rank 0 (or by the
     elastic agent under ``weft run``/torchrun); when the main address is a loopback
-    address it listens on loopback only. ``timeout`` bounds the rendezvous (default
+    address it listens on loopback only. gloo's transport does too on a single node (main
+    address on loopback, or ``LOCAL_WORLD_SIZE`` equal to the world size): weft sets
+    ``GLOO_SOCKET_IFNAME`` to the loopback interface; on several nodes, to the interface
+    that routes to the main address. A ``GLOO_SOCKET_IFNAME`` you set is left alone.
+    ``timeout`` bounds the rendezvous (default
     ``WEFT_INIT_TIMEOUT`` seconds, else 1800); ``collective_timeout`` bounds every
     later collective, DDP's gradient all-reduce included (default
     ``WEFT_COLLECTIVE_TIMEOUT`` seconds, else 600).
@@ -31,6 +35,17 @@ Public API
 ``barrier(name=None, timeout=None) -> None``
     Wait for every rank. With gloo this is ``monitored_barrier``, which names the
     ranks that did not arrive; other backends use a store-based barrier that does too.
+``collective_timeout(value=None, name="timeout") -> timedelta``
+    ``value`` (seconds or ``timedelta``), else ``WEFT_COLLECTIVE_TIMEOUT``, else 600 s; zero,
+    negative, NaN, infinite, boolean or non-numeric values raise
+    :class:`~weft.errors.ConfigurationError` naming the argument (or variable) and the value.
+    (``WEFT_INIT_TIMEOUT`` is checked the same way.) For plugins that bound waits of their own.
+``match_rank_zero_call(call, key, hint="", timeout=None) -> None``
+    For calls only rank 0 acts on (a single-file checkpoint save): rank 0 announces its
+    ``n``-th call with ``key`` through the store without waiting; any other rank waits, at
+    most the collective timeout, for that announcement and raises
+    :class:`~weft.errors.MisuseError` naming the call and rank 0 when it does not come. So a
+    call made on rank 1 alone fails loudly instead of doing nothing. Adds no collective.
 ``CollectiveHooks``
     A base class for strategy plugins: implements the ``all_reduce``, ``all_gather``,
     ``broadcast`` and ``barrier`` strategy hooks with the functions above.
@@ -39,6 +54,14 @@ Public API
     ranks exchange what they are about to call (operation, shape, dtype, call site)
     through the store. A mismatch raises :class:`~weft.errors.MisuseError` on every rank
     with each rank's call listed, instead of hanging or silently mixing data.
+
+Every ``all_reduce``, ``all_gather`` and ``broadcast_object`` first checks, outside debug mode
+too, that all ranks make the same call: the ranks all_gather a few int64 numbers (operation,
+reduce op / ``sync_grads`` / ``src``, dtype, shape). A rank passing another shape or dtype (an
+uneven last batch), another reduce op or source rank, or another collective, makes every rank
+raise :class:`~weft.errors.MisuseValueError` naming each rank's dtype and shape, where gloo
+would abort the process or mix the data. It costs one small collective per call;
+``WEFT_CHECK_COLLECTIVES=0`` turns it off (every rank must agree).
 
 A collective that does not complete in time raises
 :class:`~weft.errors.CollectiveTimeoutError`, naming the ranks that never arrived
@@ -51,20 +74,24 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import ipaddress
+import math
+import numbers
 import os
 import pickle
 import socket
 import sys
 import time
 import traceback
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
-from weft.errors import CollectiveTimeoutError, ConfigurationError, MisuseError
+from weft.errors import CollectiveTimeoutError, ConfigurationError, MisuseError, MisuseValueError
 from weft.hookspecs import hookimpl
+from weft.transport import choose_transport_interface
+from weft.transport import is_loopback as _is_loopback
 
 if TYPE_CHECKING:
     from weft.fabric import Fabric
@@ -80,6 +107,8 @@ __all__ = [
     "broadcast_object",
     "barrier",
     "set_debug",
+    "match_rank_zero_call",
+    "collective_timeout",
     "CollectiveHooks",
     "DEFAULT_INIT_TIMEOUT",
     "DEFAULT_COLLECTIVE_TIMEOUT",
@@ -88,6 +117,8 @@ __all__ = [
 INIT_TIMEOUT_ENV = "WEFT_INIT_TIMEOUT"
 COLLECTIVE_TIMEOUT_ENV = "WEFT_COLLECTIVE_TIMEOUT"
 DEBUG_ENV = "WEFT_DEBUG_COLLECTIVES"
+#: ``0`` turns off the same-call check of all_reduce/all_gather/broadcast (one small collective per call).
+CHECK_ENV = "WEFT_CHECK_COLLECTIVES"
 #: Rendezvous: every process must have started and reached the store within this time.
 DEFAULT_INIT_TIMEOUT = datetime.timedelta(seconds=1800)
 #: After setup: one collective (gradient all-reduce included) may wait this long.
@@ -107,38 +138,76 @@ class _Group:
         self.collective_timeout = collective_timeout
         self.debug = debug
         self.seq = 0  # collectives called through this module, same count on every rank
+        self.rank_zero_calls: dict[str, int] = {}  # match_rank_zero_call: calls made so far, per key
+        self.check_calls = _flag_from_env(CHECK_ENV, default=True)  # the same-call check (see below)
 
 
 _group: _Group | None = None
 
 
-def _seconds(value: Any, env: str, default: datetime.timedelta) -> datetime.timedelta:
+# The longest wait a timedelta can hold (about 2.7 million years): anything above is a typo.
+_MAX_SECONDS = datetime.timedelta.max.total_seconds()
+
+
+def _seconds(value: Any, env: str, default: datetime.timedelta, name: str = "timeout") -> datetime.timedelta:
+    """``value`` (seconds or a timedelta) as a timedelta; ``None`` reads ``env``, then ``default``.
+
+    Zero, negative, NaN, infinite, boolean and non-numeric values raise
+    :class:`~weft.errors.ConfigurationError` naming ``name`` (or ``env``) and the value: a
+    timeout of 0 or NaN would fail every collective, and an infinite one is the hang it guards.
+    """
     if value is None:
-        text = os.environ.get(env)
-        if not text:
+        text = os.environ.get(env, "") if env else ""
+        if not text.strip():
             return default
         try:
-            value = float(text)
+            seconds = float(text)
         except ValueError:
-            raise ConfigurationError(f"{env}={text!r} must be a number of seconds") from None
+            seconds = math.nan
+        if not (math.isfinite(seconds) and 0 < seconds <= _MAX_SECONDS):
+            raise ConfigurationError(
+                f"{env}={text!r} is not a positive, finite number of seconds; set it to e.g. {default.total_seconds():.0f}, or unset it"
+            )
+        return datetime.timedelta(seconds=seconds)
     if isinstance(value, datetime.timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return datetime.timedelta(seconds=float(value))
-    raise ConfigurationError(f"timeout={value!r} must be a positive number of seconds or a datetime.timedelta")
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= _MAX_SECONDS):
+        raise ConfigurationError(
+            f"{name}={value!r} must be a positive, finite number of seconds or a positive datetime.timedelta"
+        )
+    return value if isinstance(value, datetime.timedelta) else datetime.timedelta(seconds=seconds)
+
+
+def collective_timeout(value: float | datetime.timedelta | None = None, name: str = "timeout") -> datetime.timedelta:
+    """The bound on one collective: ``value`` if given, else ``WEFT_COLLECTIVE_TIMEOUT``, else 600 s.
+
+    :param value: seconds or a ``timedelta``, e.g. a strategy's ``timeout=`` argument.
+    :param name: the argument's name, for the error message.
+    :raises ConfigurationError: zero, negative, NaN, infinite, boolean or non-numeric values,
+        naming ``name`` (or the variable) and the value.
+    """
+    return _seconds(value, COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT, name)
+
+
+def _flag_from_env(variable: str, default: bool) -> bool:
+    """An on/off environment variable; anything but the usual spellings is an error naming it."""
+    text = os.environ.get(variable, "")
+    value = text.strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{variable}={text!r} is not understood: set it to 1 (on) or 0 (off), or unset it")
 
 
 def _debug_from_env() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return _flag_from_env(DEBUG_ENV, default=False)
 
 
 def _loopback_listener(host: str, port: int) -> int:
@@ -183,8 +252,8 @@ def init_process_group(
     :returns: the backend name.
     """
     global _group
-    init_timeout = _seconds(timeout, INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT)
-    after = _seconds(collective_timeout, COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT)
+    init_timeout = _seconds(timeout, INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT, "timeout")
+    after = _seconds(collective_timeout, COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT, "collective_timeout")
     debug = _debug_from_env() if debug is None else bool(debug)
     if backend is None:
         backend = fabric.hook.weft_accelerator_process_group_backend(device=fabric.device)
@@ -214,6 +283,7 @@ def init_process_group(
             f"rank {rank} could not reach the process group's store at {address}:{port} within "
             f"{init_timeout.total_seconds():.0f}s ({exc}). Is rank 0 running, and is the address right?"
         ) from exc
+    choose_transport_interface(str(address), int(port), world_size)
     # Each restart of an elastic job gets fresh keys in a possibly shared store.
     prefixed = dist.PrefixStore(f"weft/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
     try:
@@ -245,6 +315,9 @@ def _watch_for_uncaught_exceptions() -> None:
     def hook(*exc_info: Any) -> None:
         global _uncaught_exception
         _uncaught_exception = True
+        from weft import lifecycle
+
+        lifecycle.note_exception(exc_info[1])  # what the other ranks are told at the meeting at exit
         previous(*exc_info)
 
     hook._weft_watch = True  # type: ignore[attr-defined]
@@ -252,31 +325,56 @@ def _watch_for_uncaught_exceptions() -> None:
 
 
 def destroy_process_group(drain_timeout: float = 10.0) -> None:
-    """Destroy the default process group, if one exists.
+    """Destroy the default process group, if one exists; never keeps an exiting process alive.
 
-    When the process is ending normally, every rank first meets the others in a short
-    barrier (bounded by ``drain_timeout`` seconds, errors ignored); after an uncaught
-    exception it is skipped, since the other ranks may be stuck elsewhere. By the time it completes, the backend's worker threads
-    have let go of the last gradient all-reduce of the run. Without it, a worker
-    thread can drop that work object during interpreter shutdown, and because the
-    object holds Python state captured in backward, the process aborts with
-    "terminate called without an active exception".
+    Every rank first meets the others through the store (see :mod:`weft.lifecycle`): it says
+    how it is ending and, when that is cleanly, waits up to ``drain_timeout`` seconds for
+    every rank to say the same. Only then does it run the backend's drain barrier and destroy
+    the group. By the time that barrier completes, the backend's worker threads have let go of
+    the last gradient all-reduce of the run; without it, a worker thread can drop that work
+    object during interpreter shutdown, and because the object holds Python state captured in
+    backward, the process aborts with "terminate called without an active exception".
+
+    When a rank is not ending (it may be waiting for this one in a collective) or any rank is
+    ending badly, no backend operation is started and the group is left behind undestroyed:
+    destroying a gloo group joins threads that wait out the collective timeout, so this process
+    and its sockets would stay alive and the peers would wait up to that timeout. Left behind,
+    the process exits at once with its own status and the peers' collectives fail fast.
     """
     global _group
+    from weft import lifecycle
+
     group, _group = _group, None
-    if not (dist.is_available() and dist.is_initialized()):
+    if not (dist.is_available() and dist.is_initialized()) or lifecycle.left_behind():
         return
-    if group is not None and group.world_size > 1 and drain_timeout > 0 and not _uncaught_exception:
-        try:
-            work = dist.barrier(async_op=True)
-            work.wait(datetime.timedelta(seconds=drain_timeout))
-            # The barrier work holds the earlier works. Keep our reference a moment so the
-            # backend's thread lets go first: the last release then happens here, under the GIL.
-            time.sleep(0.05)
-            del work
-        except Exception:  # noqa: BLE001 - a peer that already failed must not block this exit
-            pass
+    if group is None or group.world_size == 1:
+        dist.destroy_process_group()
+        return
+    clean = not _uncaught_exception and lifecycle.ending_is_clean()
+    store = group.store if group.store is not None else _exit_store()
+    met = None if store is None else lifecycle.announce_and_meet(store, group.rank, group.world_size, drain_timeout if clean else 0)
+    if not (clean and met and all(m.get("cause") == "clean" for m in met.values())):
+        lifecycle.leave_behind(dist.group.WORLD)
+        return
+    try:
+        work = dist.barrier(async_op=True)
+        work.wait(datetime.timedelta(seconds=drain_timeout))
+        # The barrier work holds the earlier works. Keep our reference a moment so the
+        # backend's thread lets go first: the last release then happens here, under the GIL.
+        time.sleep(0.05)
+        del work
+    except Exception:  # noqa: BLE001 - a peer left after all: its barrier may still be running here
+        lifecycle.leave_behind(dist.group.WORLD)
+        return
     dist.destroy_process_group()
+
+
+def _exit_store() -> Any:
+    """A store for the meeting at exit, for a process group created outside weft (``None`` if none)."""
+    try:
+        return dist.PrefixStore("weft/exit/", dist.distributed_c10d._get_default_store())
+    except Exception:  # noqa: BLE001 - no store: the meeting fails and the group is left behind
+        return None
 
 
 def is_initialized() -> bool:
@@ -403,6 +501,11 @@ def _timeout_error(group: _Group, op: str, seq: int, timeout: datetime.timedelta
         who = "every rank reached it, so a peer failed or a link broke during the exchange"
     else:
         who = "the store could not tell which ranks are missing"
+    from weft import lifecycle
+
+    ended = lifecycle.describe_peer_exits()
+    if ended:  # a peer that left is the cause, whatever the backend's words
+        who = f"{ended}, so it will not come"
     return CollectiveTimeoutError(
         f"{op} (collective #{seq}) did not complete within {timeout.total_seconds():.0f}s on rank {group.rank}: "
         f"{who}. Cause: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -427,6 +530,92 @@ def _is_timeout(exc: BaseException) -> bool:
     )
 
 
+# ---------------------------------------------------------------------- same-call check
+#
+# Before each all_reduce / all_gather / broadcast (outside debug mode), the ranks all_gather a
+# small fixed-size int64 header describing their call. A rank that passes another shape or
+# dtype would otherwise make gloo abort the process (SIGABRT) or mix bytes of different
+# tensors; with the headers every rank sees the same disagreement and raises the same error.
+
+_HEADER_OPS = {"all_reduce": 1, "all_gather": 2, "broadcast": 3}
+_HEADER_DIMS = 6  # dimensions carried exactly; any beyond fold into one number
+_COMPARED = 5 + _HEADER_DIMS  # op, detail, dtype, ndim, folded tail, dims: must agree
+_HEADER_SIZE = _COMPARED + 1  # then one number the call carries along (broadcast: its size)
+_REDUCE_CODES = {name: i for i, name in enumerate(_REDUCE_OPS, start=1)}
+
+
+def _dtype_code(dtype: torch.dtype) -> int:
+    return zlib.crc32(str(dtype).encode())  # the same on every rank, whatever the torch build
+
+
+def _header(op: str, detail: int, tensor: torch.Tensor | None, device: torch.device, carried: int) -> torch.Tensor:
+    shape = tuple(tensor.shape) if tensor is not None else ()
+    tail = 0
+    for size in shape[_HEADER_DIMS:]:
+        tail = (tail * 1_000_003 + size + 1) % (1 << 61)
+    dims = list(shape[:_HEADER_DIMS]) + [-1] * (_HEADER_DIMS - min(len(shape), _HEADER_DIMS))
+    dtype = _dtype_code(tensor.dtype) if tensor is not None else 0
+    values = [_HEADER_OPS[op], detail, dtype, len(shape), tail, *dims, carried]
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
+def _read_header(row: list[int]) -> dict[str, Any]:
+    op = next(name for name, code in _HEADER_OPS.items() if code == row[0]) if row[0] in _HEADER_OPS.values() else f"op#{row[0]}"
+    ndim = row[3]
+    dims = [str(d) for d in row[5 : 5 + min(ndim, _HEADER_DIMS)]] + ["..."] * (ndim > _HEADER_DIMS)
+    shape = "(" + ", ".join(dims) + ("," if ndim == 1 else "") + ")"
+    names = {_dtype_code(v): str(v).replace("torch.", "") for v in vars(torch).values() if isinstance(v, torch.dtype)}
+    dtype = names.get(row[2], f"dtype#{row[2]}")
+    return {"op": op, "detail": row[1], "shape": shape, "dtype": dtype, "key": tuple(row[2:_COMPARED])}
+
+
+def _detail_text(op: str, detail: int) -> str:
+    if op == "all_reduce":
+        return f"op={next((n for n, c in _REDUCE_CODES.items() if c == detail), detail)!r}"
+    if op == "all_gather":
+        return f"sync_grads={bool(detail)}"
+    return f"src={detail}"
+
+
+def _mismatch_message(op: str, rows: list[list[int]]) -> str:
+    calls = [_read_header(row) for row in rows]
+    ranks = range(len(calls))
+    if len({c["op"] for c in calls}) > 1:
+        listed = ", ".join(f"rank {r} calls {c['op']}({c['dtype']} {c['shape']}, {_detail_text(c['op'], c['detail'])})" for r, c in zip(ranks, calls))
+        return f"collective mismatch: {listed}; every rank must make the same collective calls in the same order"
+    if len({c["detail"] for c in calls}) > 1:
+        listed = ", ".join(f"rank {r} passes {_detail_text(op, c['detail'])}" for r, c in zip(ranks, calls))
+        return f"{op}: {listed}; pass the same value on every rank"
+    listed = ", ".join(f"rank {r} passes {c['dtype']} {c['shape']}" for r, c in zip(ranks, calls))
+    if len({c["dtype"] for c in calls}) > 1 and len({c["key"][1:] for c in calls}) == 1:
+        return f"{op}: {listed}; cast to a common dtype first (fabric.{op} needs the same dtype on every rank)"
+    return f"{op}: {listed}; pad to a common shape first (fabric.{op} needs the same shape and dtype on every rank)"
+
+
+# torch 2.13 renamed all_gather_into_tensor (and warns on the old name); older torch has only that.
+_gather_into_tensor = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+def _check_same_call(group: _Group, op: str, seq: int, tensor: torch.Tensor | None, detail: int,
+                     device: torch.device, timeout: datetime.timedelta | None, carried: int = 0) -> torch.Tensor | None:
+    """Raise :class:`~weft.errors.MisuseValueError` on every rank when the ranks' calls differ.
+
+    Costs one all_gather of a few int64 numbers. ``carried`` travels along uncompared, and
+    every rank's comes back (``None`` in debug mode, which skips the check: it has already
+    compared every rank's call, and its call site, through the store).
+    """
+    if group.debug or not group.check_calls:
+        return None
+    mine = _header(op, detail, tensor, device, carried)
+    everyone = torch.empty(group.world_size * _HEADER_SIZE, dtype=torch.int64, device=device)
+    _wait(_gather_into_tensor(everyone, mine, async_op=True), group, op, seq, timeout)
+    rows = everyone.view(group.world_size, _HEADER_SIZE)
+    compared = rows[:, :_COMPARED]
+    if bool((compared == compared[0]).all()):
+        return rows[:, _COMPARED]
+    raise MisuseValueError(_mismatch_message(op, rows.tolist()))
+
+
 # ---------------------------------------------------------------------- collectives
 
 
@@ -448,6 +637,7 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum", timeout: float | datetime.
         return out
     limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
     seq = _enter(group, "all_reduce", tensor, reduce_op=op)
+    _check_same_call(group, "all_reduce", seq, tensor, _REDUCE_CODES[op], out.device, limit)
     work = dist.all_reduce(out, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]), async_op=True)
     _wait(work, group, "all_reduce", seq, limit)
     if op == "mean":
@@ -467,7 +657,9 @@ def all_gather(tensor: torch.Tensor, sync_grads: bool = False, timeout: float | 
     if group.world_size == 1:
         return tensor.unsqueeze(0) if sync_grads else tensor.detach().clone().unsqueeze(0)
     tensor = tensor.contiguous()
+    limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
     seq = _enter(group, "all_gather", tensor, sync_grads=bool(sync_grads))
+    _check_same_call(group, "all_gather", seq, tensor, int(bool(sync_grads)), tensor.device, limit)
     if sync_grads:
         from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 
@@ -478,7 +670,6 @@ def all_gather(tensor: torch.Tensor, sync_grads: bool = False, timeout: float | 
                 raise
             raise _timeout_error(group, "all_gather", seq, group.collective_timeout, exc) from exc
     parts = [torch.empty_like(tensor) for _ in range(group.world_size)]
-    limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
     work = dist.all_gather(parts, tensor.detach(), async_op=True)
     _wait(work, group, "all_gather", seq, limit)
     return torch.stack(parts)
@@ -502,14 +693,17 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     device = torch.device("cpu")
     if group.backend == "nccl":  # nccl moves tensors through the current CUDA device
         device = torch.device("cuda", torch.cuda.current_device())
-    if group.rank == src:
-        payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
-        size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
-    else:
-        size = torch.zeros(1, dtype=torch.long, device=device)
-    _wait(dist.broadcast(size, src=src, async_op=True), group, "broadcast", seq, None)
+    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device) if group.rank == src else None
+    # The same-call check carries the payload's size along, so it costs no extra collective here.
+    sizes = _check_same_call(group, "broadcast", seq, None, src, device, None, carried=payload.numel() if payload is not None else 0)
+    if sizes is not None:
+        size = int(sizes[src])
+    else:  # debug mode: no check ran, so send the size first
+        size_tensor = torch.tensor([payload.numel() if payload is not None else 0], dtype=torch.long, device=device)
+        _wait(dist.broadcast(size_tensor, src=src, async_op=True), group, "broadcast", seq, None)
+        size = int(size_tensor.item())
     if group.rank != src:
-        payload = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+        payload = torch.empty(size, dtype=torch.uint8, device=device)
     _wait(dist.broadcast(payload, src=src, async_op=True), group, "broadcast", seq, None)
     if group.rank == src:
         return obj
@@ -557,6 +751,49 @@ def barrier(name: str | None = None, timeout: float | datetime.timedelta | None 
         ) from exc
     if seq > 2:
         store.delete_key(f"barrier/{seq - 2}/{group.rank}")
+
+
+def match_rank_zero_call(call: str, key: str, hint: str = "", timeout: float | datetime.timedelta | None = None) -> None:
+    """Make sure rank 0 makes a call that only rank 0 acts on, such as writing a checkpoint.
+
+    Rank 0 announces its ``n``-th call with ``key`` through the process group's store and
+    returns at once. Any other rank waits, at most ``timeout`` (default: the collective
+    timeout), for rank 0's ``n``-th announcement of the same ``key``, and raises
+    :class:`~weft.errors.MisuseError` naming the call and rank 0 when it does not come: the
+    call would otherwise do nothing on this rank, silently. No collective is involved, so
+    ``if fabric.is_global_zero: ...`` (rank 0 alone) and every rank calling both work.
+    Without a process group, or with one of a single rank, it does nothing.
+
+    :param call: the call as the user wrote it, for the message (``"fabric.save('x.ckpt')"``).
+    :param key: what identifies the call on every rank (e.g. the absolute path written).
+    :param hint: what the user should do instead, appended to the message.
+    :param timeout: bound on the wait (seconds or ``timedelta``).
+    """
+    if not is_initialized():
+        return
+    group = _require()
+    if group.world_size == 1:
+        return
+    limit = group.collective_timeout if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
+    count = group.rank_zero_calls.get(key, 0) + 1
+    group.rank_zero_calls[key] = count  # counted per key, so repeated calls pair up in order
+    store = group.store
+    if store is None:  # a group weft adopted: use torch's store, under weft's own prefix
+        try:
+            store = dist.PrefixStore("weft/adopted/", dist.distributed_c10d._get_default_store())
+        except (AttributeError, RuntimeError, ValueError):
+            return  # no store to announce through: nothing can be checked
+    announcement = f"rank0-call/{key}/{count}"
+    if group.rank == 0:
+        store.set(announcement, b"1")
+        return
+    try:
+        store.wait([announcement], limit)
+    except (RuntimeError, dist.DistError) as exc:
+        raise MisuseError(
+            f"{call} was called on rank {group.rank} but rank 0 did not make the same call within "
+            f"{limit.total_seconds():g}s" + (f": {hint}" if hint else "")
+        ) from exc
 
 
 class CollectiveHooks:

@@ -374,15 +374,9 @@ def epoch_start_exchange(index: int, rank: int, world_size: int) -> EpochStartEx
         store = dist.distributed_c10d._get_default_store()
     except (AttributeError, RuntimeError, ValueError):  # a group without a store: no exchange
         return None
-    from weft.distributed import COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT
+    from weft.distributed import collective_timeout
 
-    timeout = DEFAULT_COLLECTIVE_TIMEOUT
-    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
-    if text:
-        try:
-            timeout = datetime.timedelta(seconds=float(text))
-        except ValueError:
-            pass  # weft.distributed reports a bad value when it creates the group
+    timeout = collective_timeout()
     # A restarted elastic job shares the agent's store: its keys must not meet the last attempt's.
     prefix = f"weft-loader-positions/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
     return EpochStartExchange(dist.PrefixStore(prefix, store), index, rank, world_size, timeout)

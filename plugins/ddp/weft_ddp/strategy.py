@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import os
 from typing import Any
 
 import attrs
@@ -27,10 +28,13 @@ def _check_start_method(instance: Any, attribute: Any, value: str) -> None:
 
 
 def _check_timeout(instance: Any, attribute: Any, value: Any) -> None:
-    if value is None or isinstance(value, datetime.timedelta):
+    # Checked here, not at setup: a bad value should fail at DDPStrategy(...), before processes start.
+    if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{attribute.name}={value!r} must be a positive number of seconds or a timedelta")
+    try:
+        wdist.collective_timeout(value, name=attribute.name)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"DDPStrategy: {exc}") from None
 
 
 _FSDP_OPTIONS = {
@@ -242,6 +246,12 @@ class DDPStrategy(wdist.CollectiveHooks, WholeGradientClipping, RootDevice):
     def weft_strategy_save_checkpoint(self, fabric, path, state, filter):
         # Replicas are identical: rank 0 writes alone and waits for nobody, so
         # `if fabric.is_global_zero: fabric.save(...)` works as well as every rank calling save.
+        # A save on other ranks only would write nothing: they check, through the store, that
+        # rank 0 saves the same path too, and raise if it does not.
+        wdist.match_rank_zero_call(
+            f"fabric.save({path!r})", key=f"save:{os.path.abspath(path)}",
+            hint="under DDP rank 0 writes the checkpoint; call fabric.save on every rank or on rank 0",
+        )
         if fabric.global_rank == 0:
             checkpoint.atomic_torch_save(checkpoint.to_state_dicts(state, filter), path)
         return True

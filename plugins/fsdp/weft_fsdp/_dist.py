@@ -13,7 +13,6 @@ collectives come from :mod:`weft.distributed`.)
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from typing import Any
 
@@ -23,13 +22,11 @@ from weft.errors import CollectiveTimeoutError
 
 
 def collective_timeout(timeout: float | datetime.timedelta | None) -> datetime.timedelta:
-    """The strategy's ``timeout`` as a ``timedelta``; ``None`` gives weft's collective timeout."""
+    """The strategy's ``timeout`` as a ``timedelta``; ``None`` gives weft's collective timeout.
+    Bad values (zero, negative, NaN, not a number) raise a ``ConfigurationError`` naming them."""
     from weft import distributed as wdist
 
-    if timeout is None:
-        env = os.environ.get(wdist.COLLECTIVE_TIMEOUT_ENV)
-        return datetime.timedelta(seconds=float(env)) if env else wdist.DEFAULT_COLLECTIVE_TIMEOUT
-    return timeout if isinstance(timeout, datetime.timedelta) else datetime.timedelta(seconds=float(timeout))
+    return wdist.collective_timeout(timeout)
 
 
 class Agreement:
