@@ -159,6 +159,12 @@ def bench_ddp(reps: int) -> tuple[list[Row], dict]:
     if "lightning" in t:
         same = "losses identical" if result["loss_identical"]["lightning"] else "loss mismatch"
         rows.append(row("ddp", "DDP step: lightning vs torch DDP (anchor)", _ms(t["lightning"]), _ms(t["torch"]), t["lightning"] / t["torch"], None, f"{same}; {_wall(wall, 'lightning')}"))
+    r = result.get("all_reduce_s")
+    if r:
+        note = "weft checks every rank passes the same call first (WEFT_CHECK_COLLECTIVES=0 skips it)"
+        rows.append(row("ddp", "fabric.all_reduce of a scalar: weft vs torch", _us(r["weft"]), _us(r["torch"]), r["weft"] / r["torch"], None, note))
+        if "lightning" in r:
+            rows.append(row("ddp", "fabric.all_reduce of a scalar: lightning vs torch (anchor)", _us(r["lightning"]), _us(r["torch"]), r["lightning"] / r["torch"], None, ""))
     for name, error in result.get("errors", {}).items():
         rows.append(row("ddp", f"DDP step: {name} (anchor)", "error", "", None, note=error[:80]))
     return rows, result

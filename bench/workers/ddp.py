@@ -19,6 +19,7 @@ from bench.common import alternate, anchor_installed, column, emit, median, spre
 
 STEPS_PER_REP = 20
 CHECK_STEPS = 10
+REDUCES_PER_REP = 50
 
 
 def make_model(seed: int = 0) -> nn.Module:
@@ -57,6 +58,28 @@ def build_variants(base: nn.Module, weft_fabric, lightning_fabric) -> dict[str, 
         model, optimizer = lightning_fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
         variants["lightning"] = Variant(model, optimizer, lightning_fabric.backward)
     return variants
+
+
+def reducers(weft_fabric, lightning_fabric) -> dict:
+    """Summing one loss value over the ranks, as a logging step does: torch, weft (which first
+    checks that every rank makes the same call), Lightning Fabric."""
+    value = torch.ones(())
+
+    def raw() -> None:
+        dist.all_reduce(value.clone())
+
+    calls = {"torch": raw, "weft": lambda: weft_fabric.all_reduce(value, reduce_op="sum")}
+    if lightning_fabric is not None:
+        calls["lightning"] = lambda: lightning_fabric.all_reduce(value, reduce_op="sum")
+
+    def timed(call):
+        def run() -> tuple[float, float]:
+            dist.barrier()
+            return tuple(t / REDUCES_PER_REP for t in timed_both(lambda: [call() for _ in range(REDUCES_PER_REP)]))
+
+        return run
+
+    return {name: timed(call) for name, call in calls.items()}
 
 
 def main() -> None:
@@ -101,6 +124,7 @@ def main() -> None:
         return run
 
     samples = alternate({name: runner(v) for name, v in variants.items()}, reps=args.reps, warmup=2)
+    reduce_samples = alternate(reducers(fabric, lightning_fabric), reps=args.reps, warmup=2)
     # Both ranks measured; report rank 0's medians (the ranks wait for each other every step anyway).
     if rank == 0:
         emit(
@@ -109,6 +133,7 @@ def main() -> None:
                 "cpu_per_step_s": {name: median(values) for name, values in column(samples, 1).items()},
                 "spread": {name: spread(values) for name, values in column(samples, 0).items()},
                 "cpu_spread": {name: spread(values) for name, values in column(samples, 1).items()},
+                "all_reduce_s": {name: median(values) for name, values in column(reduce_samples, 0).items()},
                 "loss_max_abs_diff": max_diff,
                 "loss_identical": identical,
                 "check_losses": {name: values[:3] for name, values in losses.items()},

@@ -130,7 +130,10 @@ _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "max": "MAX", "min": "MIN"}
 class _Group:
     """What weft keeps about the process group it created."""
 
-    def __init__(self, store: Any, rank: int, world_size: int, backend: str, collective_timeout: datetime.timedelta, debug: bool) -> None:
+    def __init__(
+        self, store: Any, rank: int, world_size: int, backend: str, collective_timeout: datetime.timedelta, debug: bool,
+        check_calls: bool = True,
+    ) -> None:
         self.store = store
         self.rank = rank
         self.world_size = world_size
@@ -139,7 +142,7 @@ class _Group:
         self.debug = debug
         self.seq = 0  # collectives called through this module, same count on every rank
         self.rank_zero_calls: dict[str, int] = {}  # match_rank_zero_call: calls made so far, per key
-        self.check_calls = _flag_from_env(CHECK_ENV, default=True)  # the same-call check (see below)
+        self.check_calls = check_calls  # the same-call check (see below)
 
 
 _group: _Group | None = None
@@ -255,6 +258,7 @@ def init_process_group(
     init_timeout = _seconds(timeout, INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT, "timeout")
     after = _seconds(collective_timeout, COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT, "collective_timeout")
     debug = _debug_from_env() if debug is None else bool(debug)
+    check_calls = _flag_from_env(CHECK_ENV, default=True)  # read before anything is created
     if backend is None:
         backend = fabric.hook.weft_accelerator_process_group_backend(device=fabric.device)
     if backend is None:
@@ -269,7 +273,7 @@ def init_process_group(
                 f"a process group already exists as rank {dist.get_rank()} of {dist.get_world_size()}, "
                 f"but this Fabric is rank {rank} of {world_size}"
             )
-        _group = _Group(None, rank, world_size, dist.get_backend(), after, debug)
+        _group = _Group(None, rank, world_size, dist.get_backend(), after, debug, check_calls)
         _watch_for_uncaught_exceptions()
         return _group.backend
     address = fabric.hook.weft_environment_main_address()
@@ -293,7 +297,7 @@ def init_process_group(
             f"rank {rank}: the {backend} process group of {world_size} processes did not form within "
             f"{init_timeout.total_seconds():.0f}s: {exc}"
         ) from exc
-    _group = _Group(prefixed, rank, world_size, backend, after, debug)
+    _group = _Group(prefixed, rank, world_size, backend, after, debug, check_calls)
     _watch_for_uncaught_exceptions()
     if after != init_timeout:
         try:
@@ -400,7 +404,10 @@ def set_debug(enabled: bool) -> None:
 def _require() -> _Group:
     if _group is None:
         if is_initialized():  # created outside weft: work with it, without a store
-            globals()["_group"] = _Group(None, dist.get_rank(), dist.get_world_size(), dist.get_backend(), DEFAULT_COLLECTIVE_TIMEOUT, _debug_from_env())
+            globals()["_group"] = _Group(
+                None, dist.get_rank(), dist.get_world_size(), dist.get_backend(), collective_timeout(), _debug_from_env(),
+                _flag_from_env(CHECK_ENV, default=True),
+            )
             return _group  # type: ignore[return-value]
         raise MisuseError("no process group: weft.distributed.init_process_group(fabric) must run first")
     return _group

@@ -559,8 +559,24 @@ class _Hang(Exception):
 
 def run_case(case: Case, tmp: Path, limit_s: int = 30) -> tuple[bool, str]:
     """Run one case; ``(clear, description)``: clear when it raised a weft error of the right built-in
-    type, in time, with every expected text in its message."""
+    type, in time, with every expected text in its message, and left no process group behind."""
+    clear, description = _classify(case, tmp, limit_s)
+    if _leftover_process_group():
+        return False, "left a torch.distributed process group behind -- " + description
+    return clear, description
 
+
+def _leftover_process_group() -> bool:
+    """Whether a case left a process group up (and tear it down, so the next case starts clean)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.destroy_process_group()
+    return True
+
+
+def _classify(case: Case, tmp: Path, limit_s: int) -> tuple[bool, str]:
     def alarm(signum: int, frame: Any) -> None:
         raise _Hang(f"no answer within {limit_s}s")
 
