@@ -31,3 +31,26 @@ def run_python(args, *, timeout=120, env=None, cwd=None, check=True):
 @pytest.fixture
 def python():
     return run_python
+
+
+# Files whose tests start many multi-process jobs run first: with two pytest-xdist workers taking
+# whole files (--dist loadfile), the quick files then fill the gaps at the end instead of one worker
+# finishing a long file alone. A stable sort: every worker collects the same order, as xdist needs.
+_SLOW_FIRST = (
+    "reliability/test_process_lifecycle.py",
+    "reliability/test_transport_and_collectives.py",
+    "reliability/test_checkpoint_integrity.py",
+    "reliability/test_exact_resume.py",
+    "reliability/test_no_hangs.py",
+    "docs/test_docs_samples.py",
+    "compat/",
+    "kit/",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.replace("\\", "/")
+        return next((i for i, part in enumerate(_SLOW_FIRST) if part in path), len(_SLOW_FIRST))
+
+    items.sort(key=rank)

@@ -1,11 +1,13 @@
-"""Two DDP ranks that call a weft collective with different arguments (``python collective_mismatch.py CASE``).
+"""Two DDP ranks that call a weft collective with different arguments (``python collective_mismatch.py
+CASE[,CASE...]``: the cases run in turn in one job).
 
 Cases: ``gather_shape`` (rank 0 gathers (4, 3), rank 1 (2, 3): an uneven last batch),
 ``gather_dtype``, ``gather_sync_grads_shape``, ``reduce_shape``, ``reduce_dtype``, ``reduce_op``
 (sum against max), ``broadcast_src``, ``different_ops`` (all_reduce against all_gather) and
 ``same`` and ``broadcast_ok`` (matching calls: must succeed). Each rank prints ``WEFT-TEST-PID rank=R pid=P`` at start,
-``WEFT-TEST-ERROR rank=R type=NAME: MESSAGE`` when the collective raises (then re-raises), and
-``WEFT-TEST-RESULT rank=R ...`` when it returns.
+``WEFT-TEST-ERROR rank=R case=C type=NAME: MESSAGE`` when the collective raises, ``WEFT-TEST-RESULT
+rank=R case=C ...`` when it returns, and ``WEFT-TEST-SECONDS rank=R case=C S`` after either; the job
+ends with the last error raised, if any.
 
 ``WEFT_TEST_BREAK=collective_check`` turns weft's same-call check off, to show what it prevents.
 ``WEFT_TEST_BENCH=N`` instead times N matching all_reduce calls of one float32 number with the
@@ -67,7 +69,8 @@ def bench(fabric: Fabric, calls: int) -> None:
         print(f"WEFT-TEST-BENCH on_us={timings['on']:.1f} off_us={timings['off']:.1f}", flush=True)
 
 
-def main(case: str) -> None:
+def main(cases: list[str]) -> None:
+    """Run each case in turn; a mismatch raises on both ranks at once, so the next case starts in step."""
     fabric = Fabric(accelerator="cpu", strategy="ddp", devices=2)
     fabric.launch()
     print(f"WEFT-TEST-PID rank={fabric.global_rank} pid={os.getpid()}", flush=True)
@@ -75,14 +78,22 @@ def main(case: str) -> None:
     if os.environ.get("WEFT_TEST_BENCH"):
         bench(fabric, int(os.environ["WEFT_TEST_BENCH"]))
         return
-    try:
-        result = call(fabric, case)
-    except Exception as exc:
-        message = str(exc).replace("\n", " ")
-        print(f"WEFT-TEST-ERROR rank={fabric.global_rank} type={type(exc).__name__}: {message}", flush=True)
-        raise
-    print(f"WEFT-TEST-RESULT rank={fabric.global_rank} {result!r}".replace("\n", " "), flush=True)
+    failed = None
+    for case in cases:
+        fabric.barrier(f"before {case}")
+        started = time.perf_counter()
+        try:
+            result = call(fabric, case)
+        except Exception as exc:
+            message = str(exc).replace("\n", " ")
+            print(f"WEFT-TEST-ERROR rank={fabric.global_rank} case={case} type={type(exc).__name__}: {message}", flush=True)
+            failed = exc
+        else:
+            print(f"WEFT-TEST-RESULT rank={fabric.global_rank} case={case} {result!r}".replace("\n", " "), flush=True)
+        print(f"WEFT-TEST-SECONDS rank={fabric.global_rank} case={case} {time.perf_counter() - started:.2f}", flush=True)
+    if failed is not None:
+        raise failed  # the job fails as a single failing case's would
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1].split(","))
