@@ -45,6 +45,15 @@ _SLOW_FIRST = (
     "docs/test_docs_samples.py",
     "compat/",
     "kit/",
+    "launch/",
+    "ddp/",
+    "fsdp/",
+    "examples/",
+    "environments/",
+    "core/test_loggers.py",
+    "precision/test_precision_ddp.py",
+    "reliability/",
+    "docs/",
 )
 
 
