@@ -20,6 +20,7 @@ _LAZY = {
     "RNGState": "weft.utilities.rng",
     "PrecisionDtypes": "weft.records",
     "Launched": "weft.records",
+    "StrategyCapabilities": "weft.records",
     "WeftError": "weft.errors",
     "ConfigurationError": "weft.errors",
     "ConfigurationTypeError": "weft.errors",
@@ -80,6 +81,6 @@ if TYPE_CHECKING:
     )
     from weft.fabric import Fabric
     from weft.hookspecs import hookimpl, hookspec
-    from weft.records import Launched, PrecisionDtypes
+    from weft.records import Launched, PrecisionDtypes, StrategyCapabilities
     from weft.registry import register
     from weft.utilities.seed import seed_everything

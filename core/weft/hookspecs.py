@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported for annotations only: keeps ``import weft`` light
     import torch
 
     from weft.fabric import Fabric
-    from weft.records import Launched, PrecisionDtypes
+    from weft.records import Launched, PrecisionDtypes, StrategyCapabilities
 
 PROJECT = "weft"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -406,6 +406,32 @@ def weft_strategy_launch(fabric: Fabric, function: Callable[[], Any] | None) -> 
             return Launched(weft.launch.run_elastic(fabric, function))
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def weft_strategy_capabilities() -> StrategyCapabilities:
+    """Declare what this strategy guarantees.
+
+    Core and the conformance kit read the answer instead of assuming DDP-like
+    behaviour: the kit checks per-step gradient averaging only for
+    ``gradient_sync="every_step"``, data sharding only for ``shards_data`` and so
+    on, and ``strategy="auto"`` picks among strategies by ``auto_priority``.
+
+    :returns: a :class:`weft.records.StrategyCapabilities`. ``None`` (not
+        implemented) means the documented fallback, ``StrategyCapabilities()``:
+        a multi-process strategy that launches its processes, syncs gradients
+        every step, replicates parameters, shards data, honours
+        ``no_backward_sync``, saves one file and is never chosen by ``"auto"``.
+
+    Example::
+
+        @hookimpl
+        def weft_strategy_capabilities(self):
+            return StrategyCapabilities(gradient_sync="periodic", sync_every=self.sync_every,
+                                        no_backward_sync=False)
+
+    .. versionadded:: 0.3
     """
 
 

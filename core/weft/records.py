@@ -59,3 +59,56 @@ class PluginRecord:
     version: str | None
     load: Callable[[], Any] = attrs.field(repr=False, eq=False)
     requires_core: str | None = None
+
+
+# Values a StrategyCapabilities field may take, for validation and for messages.
+GRADIENT_SYNC = ("every_step", "periodic", "never")
+PARAMETER_LAYOUTS = ("replicated", "sharded")
+CHECKPOINT_LAYOUTS = ("file", "folder")
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"StrategyCapabilities({attribute.name}={value!r}): expected one of {', '.join(map(repr, choices))}")
+
+    return check
+
+
+@attrs.frozen
+class StrategyCapabilities:
+    """What a strategy guarantees, as answered by :func:`~weft.hookspecs.weft_strategy_capabilities`.
+
+    Core and the conformance kit read this record instead of assuming that every strategy
+    behaves like data-parallel DDP: the kit runs the checks that apply to what a strategy
+    declares and says which it skipped, and ``strategy="auto"`` is chosen from it.
+
+    :param multi_process: the strategy runs one process per device and can span several.
+        ``False`` for a one-process strategy (``single_device``).
+    :param launches_processes: :func:`~weft.hookspecs.weft_strategy_launch` starts the
+        processes when the cluster environment did not (``python train.py`` works).
+    :param gradient_sync: when gradients (or parameters) are made equal across processes:
+        ``"every_step"`` (after each ``fabric.backward``, as DDP and FSDP), ``"periodic"``
+        (every few steps, e.g. Local SGD averaging parameters) or ``"never"``.
+    :param sync_every: for ``"periodic"``: the number of optimizer steps between syncs.
+    :param parameters: ``"replicated"`` (each process holds all parameters) or ``"sharded"``.
+    :param no_backward_sync: ``fabric.no_backward_sync`` really skips the gradient sync.
+    :param shards_data: ``fabric.setup_dataloaders`` gives each process its own part of the
+        data (a distributed sampler). ``False``: every process sees all of it.
+    :param checkpoint: ``"file"`` (one file) or ``"folder"`` (a sharded checkpoint folder).
+    :param auto_priority: for ``strategy="auto"``: among installed strategies that suit the
+        number of processes (``multi_process``), the highest priority wins. ``None``:
+        never chosen automatically. First-party: ``single_device`` 10, ``ddp`` 10.
+
+    .. versionadded:: 0.3
+    """
+
+    multi_process: bool = True
+    launches_processes: bool = True
+    gradient_sync: str = attrs.field(default="every_step", validator=_one_of(GRADIENT_SYNC))
+    sync_every: int | None = None
+    parameters: str = attrs.field(default="replicated", validator=_one_of(PARAMETER_LAYOUTS))
+    no_backward_sync: bool = True
+    shards_data: bool = True
+    checkpoint: str = attrs.field(default="file", validator=_one_of(CHECKPOINT_LAYOUTS))
+    auto_priority: int | None = None
