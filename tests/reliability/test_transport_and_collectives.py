@@ -401,49 +401,69 @@ SAVE_JOB = SCRIPTS / "save_rank_job.py"
 SAVE_COLLECTIVE_TIMEOUT_S = 5
 
 
-def _run_save_job(case: str, tmp_path: Path, broken: bool = False) -> dict:
+#: Run in turn in one job; rank1_only raises, so it comes last.
+SAVE_CASES = ("rank0_only", "all_ranks", "rank1_only")
+
+
+def _save_case(job: dict, case: str, folder: Path) -> dict:
+    """The outcome of ``case`` in a job that ran several: its lines and the files it wrote."""
+    lines = [line for line in job["output"].splitlines() if f" case={case} " in line]
+    return {
+        **job,
+        "folder": folder / case,
+        "case_output": "\n".join(lines),
+        "output": "\n".join(lines) + "\n--- whole job ---\n" + job["output"][-3000:],
+        "writes": re.findall(rf"WEFT-TEST-WRITE case={case} rank=(\d+) file=(\S+)", job["output"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def save_outcomes(tmp_path_factory):
+    """The save cases in one two-rank job, and the broken variant of rank1_only in another, side by side."""
     env = {"WEFT_COLLECTIVE_TIMEOUT": str(SAVE_COLLECTIVE_TIMEOUT_S)}
-    if broken:
-        env["WEFT_TEST_BREAK"] = "save_rank"
-    r = _Job([sys.executable, str(SAVE_JOB), case, str(tmp_path)], _job_env(env)).finish(timeout=120)
-    r["writes"] = re.findall(r"WEFT-TEST-WRITE rank=(\d+) file=(\S+)", r["output"])
-    return r
+    checked, broken = tmp_path_factory.mktemp("saves"), tmp_path_factory.mktemp("saves_broken")
+    together = _Job([sys.executable, str(SAVE_JOB), ",".join(SAVE_CASES), str(checked)], _job_env(env))
+    unchecked = _Job([sys.executable, str(SAVE_JOB), "rank1_only", str(broken)], _job_env({**env, "WEFT_TEST_BREAK": "save_rank"}))
+    job, broken_job = together.finish(timeout=150), unchecked.finish(timeout=150)
+    outcomes = {case: _save_case(job, case, checked) for case in SAVE_CASES}
+    outcomes["broken"] = _save_case(broken_job, "rank1_only", broken)
+    return outcomes
 
 
-@pytest.mark.timeout(180)
-def test_save_on_rank_1_alone_raises_naming_rank_0(tmp_path):
-    r = _run_save_job("rank1_only", tmp_path)
+@pytest.mark.timeout(300)
+def test_save_on_rank_1_alone_raises_naming_rank_0(save_outcomes):
+    r = save_outcomes["rank1_only"]
     assert not r["timed_out"] and r["returncode"] not in (0, None), _details(r)
-    error = re.search(r"WEFT-TEST-ERROR rank=1 type=MisuseError: (.*)", r["output"])
+    error = re.search(r"WEFT-TEST-ERROR case=rank1_only rank=1 type=MisuseError: (.*)", r["output"])
     assert error, _details(r)
     assert "was called on rank 1 but rank 0 did not make the same call" in error[1], _details(r)
     assert "x.ckpt" in error[1] and f"within {SAVE_COLLECTIVE_TIMEOUT_S}s" in error[1], _details(r)
     assert "call fabric.save on every rank or on rank 0" in error[1], _details(r)
-    assert not (tmp_path / "x.ckpt").exists() and r["writes"] == []
+    assert not (r["folder"] / "x.ckpt").exists() and r["writes"] == []
 
 
-@pytest.mark.timeout(180)
-def test_broken_variant_loses_the_save_silently(tmp_path):
-    r = _run_save_job("rank1_only", tmp_path, broken=True)
+@pytest.mark.timeout(300)
+def test_broken_variant_loses_the_save_silently(save_outcomes):
+    r = save_outcomes["broken"]
     assert r["returncode"] == 0 and "WEFT-TEST-ERROR" not in r["output"], _details(r)
-    assert not (tmp_path / "x.ckpt").exists() and r["writes"] == []
+    assert not (r["folder"] / "x.ckpt").exists() and r["writes"] == []
 
 
-@pytest.mark.timeout(180)
-def test_save_on_rank_0_alone_writes(tmp_path):
-    r = _run_save_job("rank0_only", tmp_path)
-    assert r["returncode"] == 0, _details(r)
+@pytest.mark.timeout(300)
+def test_save_on_rank_0_alone_writes(save_outcomes):
+    r = save_outcomes["rank0_only"]
+    assert "WEFT-TEST-ERROR" not in r["case_output"] and r["case_output"].count("WEFT-TEST-DONE") == 2, _details(r)
     assert r["writes"] == [("0", "x.ckpt")], _details(r)
-    assert len(re.findall(r"WEFT-TEST-LOADED rank=\d same=True step=7", r["output"])) == 2, _details(r)
+    assert len(re.findall(r"WEFT-TEST-LOADED case=rank0_only rank=\d same=True step=7", r["output"])) == 2, _details(r)
 
 
-@pytest.mark.timeout(180)
-def test_save_on_every_rank_writes_once_from_rank_0(tmp_path):
-    r = _run_save_job("all_ranks", tmp_path)
-    assert r["returncode"] == 0, _details(r)
+@pytest.mark.timeout(300)
+def test_save_on_every_rank_writes_once_from_rank_0(save_outcomes):
+    r = save_outcomes["all_ranks"]
+    assert "WEFT-TEST-ERROR" not in r["case_output"] and r["case_output"].count("WEFT-TEST-DONE") == 2, _details(r)
     # Three saves of x.ckpt by every rank, each with a rank-0-only save in between: each written once.
     assert r["writes"] == [("0", "x.ckpt"), ("0", "other.ckpt")] * 3, _details(r)
-    assert len(re.findall(r"WEFT-TEST-LOADED rank=\d same=True step=2", r["output"])) == 2, _details(r)
+    assert len(re.findall(r"WEFT-TEST-LOADED case=all_ranks rank=\d same=True step=2", r["output"])) == 2, _details(r)
 
 
 def test_match_rank_zero_call_without_a_process_group_does_nothing():
