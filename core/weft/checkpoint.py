@@ -33,6 +33,8 @@ from weft.restorable import check_restorable  # noqa: F401 - part of this module
 
 #: Key under which :meth:`Fabric.save` stores the precision plugin's state.
 PRECISION_KEY = "weft_precision"
+#: Key under which :meth:`Fabric.save` stores the strategy's state (``weft_strategy_state_dict``).
+STRATEGY_KEY = "weft_strategy"
 
 _OPT_OUT = (
     "This checkpoint holds objects other than tensors and plain containers, so it was refused by "

@@ -38,6 +38,48 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+# Values `--strategy-option KEY=VALUE` turns into Python objects; anything else stays a string.
+_LITERAL_WORDS = {"true": True, "false": False, "none": None}
+
+
+def parse_option_value(text: str) -> Any:
+    """``VALUE`` of ``--strategy-option KEY=VALUE``: an int, float, bool (``True``/``true``) or
+    ``None`` literal becomes that object; a quoted literal (``'"30"'``) the string inside; anything
+    else is kept as the string typed."""
+    import ast
+
+    if text.strip().lower() in _LITERAL_WORDS:
+        return _LITERAL_WORDS[text.strip().lower()]
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, (bool, int, float, str, type(None))) else text
+
+
+def parse_strategy_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(KEY, value)``; raises ``argparse.ArgumentTypeError`` naming what is wrong."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE with KEY a parameter name of the strategy (e.g. --strategy-option timeout=60)"
+        )
+    return key, parse_option_value(value)
+
+
+class StrategyOptionsAction(argparse.Action):
+    """Collects repeated ``--strategy-option KEY=VALUE`` into one dict; a key given twice is an error."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        key, value = values
+        options = dict(getattr(namespace, self.dest, None) or {})
+        if key in options:
+            parser.error(f"argument {option_string}: {key!r} given twice ({options[key]!r} and {value!r}); keep one")
+        options[key] = value
+        setattr(namespace, self.dest, options)
+
+
 def _plugins(args: argparse.Namespace) -> int:
     from weft import registry
 

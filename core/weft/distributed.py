@@ -32,6 +32,13 @@ Public API
     ``(world_size, *tensor.shape)``; differentiable with ``sync_grads=True``.
 ``broadcast_object(obj, src=0) -> Any``
     The picklable ``obj`` of rank ``src``, on every rank.
+``broadcast_tensor(tensor, src=0, timeout=None) -> Tensor``
+    Overwrite ``tensor`` in place, on every rank, with rank ``src``'s (same shape and dtype
+    everywhere); returns it. For plugins that ship tensors without pickling them.
+``average_parameters(module, timeout=None) -> None``
+    Replace each parameter of ``module``, in place on every rank, by its mean over the ranks (one
+    all-reduce per device and dtype). For strategies that let replicas drift and average them now
+    and then (Local SGD and the like); not for sharded (DTensor) parameters.
 ``barrier(name=None, timeout=None) -> None``
     Wait for every rank. With gloo this is ``monitored_barrier``, which names the
     ranks that did not arrive; other backends use a store-based barrier that does too.
@@ -105,6 +112,8 @@ __all__ = [
     "all_reduce",
     "all_gather",
     "broadcast_object",
+    "broadcast_tensor",
+    "average_parameters",
     "barrier",
     "set_debug",
     "match_rank_zero_call",
@@ -544,7 +553,7 @@ def _is_timeout(exc: BaseException) -> bool:
 # dtype would otherwise make gloo abort the process (SIGABRT) or mix bytes of different
 # tensors; with the headers every rank sees the same disagreement and raises the same error.
 
-_HEADER_OPS = {"all_reduce": 1, "all_gather": 2, "broadcast": 3}
+_HEADER_OPS = {"all_reduce": 1, "all_gather": 2, "broadcast": 3, "broadcast_tensor": 4}
 _HEADER_DIMS = 6  # dimensions carried exactly; any beyond fold into one number
 _COMPARED = 5 + _HEADER_DIMS  # op, detail, dtype, ndim, folded tail, dims: must agree
 _HEADER_SIZE = _COMPARED + 1  # then one number the call carries along (broadcast: its size)
@@ -716,6 +725,72 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
         return obj
     data = payload.cpu().contiguous()
     return pickle.loads(ctypes.string_at(data.data_ptr(), data.numel()))
+
+
+def broadcast_tensor(tensor: torch.Tensor, src: int = 0, timeout: float | datetime.timedelta | None = None) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with rank ``src``'s, in place.
+
+    Checked like :func:`all_reduce`: a rank passing another shape or dtype, or another ``src``,
+    makes every rank raise :class:`~weft.errors.MisuseValueError`; a rank that never calls it
+    makes the others raise :class:`~weft.errors.CollectiveTimeoutError` naming it.
+
+    :param tensor: a tensor on this process's device, of the same shape and dtype on every rank.
+    :param src: the sending global rank.
+    :param timeout: bound on this call (default: the collective timeout).
+    :returns: ``tensor`` itself, now holding ``src``'s values.
+    """
+    group = _require()
+    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < group.world_size:
+        raise ConfigurationError(f"broadcast_tensor(src={src!r}): src must be a rank of this world of {group.world_size}")
+    if group.world_size == 1:
+        return tensor
+    limit = None if timeout is None else _seconds(timeout, "", DEFAULT_COLLECTIVE_TIMEOUT)
+    seq = _enter(group, "broadcast_tensor", tensor, src=src)
+    _check_same_call(group, "broadcast_tensor", seq, tensor, src, tensor.device, limit)
+    # torch broadcasts contiguous memory only; a view (a slice, a transpose) goes through a copy.
+    contiguous = tensor.is_contiguous()
+    buffer = tensor.detach() if contiguous else tensor.detach().contiguous()
+    _wait(dist.broadcast(buffer, src=src, async_op=True), group, "broadcast_tensor", seq, limit)
+    if not contiguous:
+        with torch.no_grad():  # the tensor may be a leaf that requires grad
+            tensor.copy_(buffer)
+    return tensor
+
+
+def average_parameters(module: torch.nn.Module, timeout: float | datetime.timedelta | None = None) -> None:
+    """Replace every parameter of ``module`` by its mean over all ranks, in place.
+
+    For strategies whose replicas train apart and are averaged now and then (Local SGD,
+    model soups): the parameters of each device and dtype travel as one flat tensor, through
+    :func:`all_reduce` (so with its same-call check, timeout and errors naming ranks). Every rank
+    must pass the same architecture. Gradients and buffers are left alone.
+
+    :param module: a module replicated on every rank (not sharded: DTensor parameters raise).
+    :param timeout: bound on each all-reduce (default: the collective timeout).
+    :raises ConfigurationError: for sharded (DTensor) parameters, whose mean is not a local operation.
+    """
+    group = _require()
+    parameters = list(module.parameters())
+    sharded = [name for name, p in module.named_parameters() if hasattr(p, "device_mesh")]
+    if sharded:
+        raise ConfigurationError(
+            f"average_parameters: parameter {sharded[0]!r} is sharded (a DTensor); average the parameters of a "
+            "replicated module (DDP, single device), not of an FSDP-sharded one"
+        )
+    if group.world_size == 1 or not parameters:
+        return
+    # Grouped by (device, dtype) in the order parameters() gives: the same order on every rank.
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for parameter in parameters:
+        groups.setdefault((parameter.device, parameter.dtype), []).append(parameter)
+    with torch.no_grad():
+        for members in groups.values():
+            flat = torch.cat([p.detach().reshape(-1) for p in members])
+            mean = all_reduce(flat, "mean", timeout)
+            offset = 0
+            for p in members:
+                p.copy_(mean[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
 
 
 def barrier(name: str | None = None, timeout: float | datetime.timedelta | None = None) -> None:

@@ -29,6 +29,21 @@ class PluginConflictError(ConfigurationError):
     """Two distributions register the same name for the same kind of plugin."""
 
 
+class PluginContractError(ConfigurationError):
+    """A plugin breaks the hook contract: a ``weft_*`` method that is no hook (a misspelling), a hook
+    method not marked ``@weft.hookimpl``, an argument its specification lacks, or a hook its kind
+    requires left out. Raised when the plugin is registered (``Fabric(...)``, the conformance kit).
+
+    :ivar plugin: the plugin object at fault.
+    :ivar reason: what is wrong, naming the hook(s), without the plugin's description.
+    """
+
+    def __init__(self, message: str, plugin: object = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.reason = message if reason is None else reason
+
+
 class PluginLoadError(WeftError, ImportError):
     """A plugin's entry point failed to import or to build the plugin."""
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from weft import callbacks as callback_calls
-from weft import hookspecs, registry
-from weft.checkpoint import PRECISION_KEY, check_restorable
+from weft import contract, hookspecs, registry
+from weft.checkpoint import PRECISION_KEY, STRATEGY_KEY, check_restorable
 from weft.clipping import check_finite_norm
 from weft.errors import (
     BackwardError,
@@ -90,6 +90,9 @@ CLI_ENV = {
     "num_nodes": "WEFT_CLI_NUM_NODES",
     "precision": "WEFT_CLI_PRECISION",
 }
+# `weft run --strategy-option KEY=VALUE` (repeatable): a JSON object of keyword arguments for the
+# strategy the script creates by name.
+CLI_STRATEGY_OPTIONS = "WEFT_CLI_STRATEGY_OPTIONS"
 # Lightning's launcher (`fabric run`, formerly `lightning run model`) passes its flags through these,
 # so a script written for it keeps them under weft. It always sets devices and num_nodes (default 1)
 # and marks the processes it started with LT_CLI_USED=1.
@@ -141,12 +144,17 @@ def _sort_plugins(plugins: Any) -> tuple[dict[str, Any], list[Any]]:
 
 
 def _new_plugin_manager(plugins: dict[str, Any]) -> pluggy.PluginManager:
-    """A plugin manager with weft's hook specifications and ``plugins`` (name -> object) registered."""
+    """A plugin manager with weft's hook specifications and ``plugins`` (name -> object) registered,
+    each checked against the hook contract of the kind its name says (see :mod:`weft.contract`)."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name, plugin in plugins.items():
-        pm.register(plugin, name=name)
+        contract.register(pm, plugin, name, _KIND_OF_NAME.get(name.partition("-")[0]))
     return pm
+
+
+# The names plugins are registered under -> the kind whose required hooks they must implement.
+_KIND_OF_NAME = {kind: kind for kind in ("accelerator", "environment", "precision", "strategy")} | {"logger": "logger"}
 
 
 def _resolve(caller: Any) -> Callable[..., Any] | None:
@@ -220,17 +228,18 @@ class Fabric:
             self._read_ranks()
 
             strategy = by_kind.get("strategy") or strategy
+            options = _cli_strategy_options(strategy)  # `weft run --strategy-option KEY=VALUE`
             if isinstance(strategy, str) and strategy == "auto":
-                strategy = "single_device" if self._world_size == 1 else "ddp"
-                if strategy == "ddp" and "ddp" not in registry.records("strategies"):
-                    raise ConfigurationError(
-                        f"{self._world_size} processes need a multi-process strategy, and none is installed: "
-                        "pip install weft-ddp (or pass devices=1)."
-                    )
-            self._strategy = _plugin_or_create("strategies", strategy)
-            self._pm.register(self._strategy, name="strategy")
+                from weft import strategy_choice
+
+                # The installed strategy whose declared capabilities suit the world size.
+                strategy, created = strategy_choice.choose(self._world_size)
+                if created is not None and not options:
+                    strategy = created
+            self._strategy = _plugin_or_create("strategies", strategy, options)
+            contract.register(self._pm, self._strategy, "strategy", "strategy")
             for index, plugin in enumerate(others):
-                self._pm.register(plugin, name=f"extra-{index}")
+                contract.register(self._pm, plugin, f"extra-{index}")
             self._extras = others
             _check_callbacks(callbacks)
             self._callbacks = callback_calls.configure(callbacks)
@@ -341,7 +350,7 @@ class Fabric:
             if any(logger is earlier for earlier in self._loggers[:index]):
                 raise ConfigurationError(f"loggers= holds the same logger twice ({type(logger).__name__}); pass it once")
             plugin = as_plugin(logger, lambda: registry.names("loggers"))
-            self._pm.register(plugin, name=f"logger-{index}")
+            contract.register(self._pm, plugin, f"logger-{index}", "logger")
             self._logger_plugins.append(plugin)
         atexit.register(self._finalize_at_exit)
 
@@ -416,7 +425,13 @@ class Fabric:
                 raise ConfigurationError(
                     f"local rank {self._local_rank} has no device: devices={self._devices} on this node"
                 )
-            self._device = self._pm.hook.weft_accelerator_get_device(index=index)
+            device = self._pm.hook.weft_accelerator_get_device(index=index)
+            if device is None:  # a required hook: None ("not handled") has no fallback
+                raise ConfigurationError(
+                    f"accelerator {self.accelerator_name!r}: weft_accelerator_get_device(index={index}) returned None; "
+                    "it must return the torch.device this process computes on"
+                )
+            self._device = device
         return self._device
 
     @property
@@ -493,7 +508,7 @@ class Fabric:
             if not isinstance(launched, Launched):
                 raise ConfigurationError(
                     f"devices={len(self._devices)} needs {len(self._devices)} processes, but strategy "
-                    f"{self.strategy_name!r} cannot start them. Use strategy='ddp' (weft-ddp), or start the "
+                    f"{self.strategy_name!r} cannot start them. {_launching_strategies_hint()}, or start the "
                     "processes with `weft run` or torchrun."
                 )
             self._launched = True
@@ -505,7 +520,8 @@ class Fabric:
         return None
 
     def _setup_environment(self) -> None:
-        """Prepare this process: device, then the strategy (process group...). Runs once."""
+        """Prepare this process: device, then every plugin's ``weft_setup_process``, then the
+        strategy (process group...). Runs once, in each process that trains."""
         if self._environment_ready:
             return
         self._read_ranks()
@@ -518,6 +534,9 @@ class Fabric:
         self._device = None
         hook = self._pm.hook
         hook.weft_accelerator_setup_device(device=self.device)
+        # Every plugin's per-process setup: the device is known, the process group not yet
+        # created, so settings it depends on (variables, backend flags) take effect.
+        hook.weft_setup_process(fabric=self)
         hook.weft_strategy_setup_environment(fabric=self)
         self._environment_ready = True
         atexit.register(self._teardown)
@@ -587,7 +606,8 @@ class Fabric:
         if compile_like is not None:
             _check_module(module, "setup")  # torch.compile(model) of a model set up already
         original = module
-        module = self._pm.hook.weft_precision_convert_module(module=module) or module
+        converted = self._pm.hook.weft_precision_convert_module(module=module)
+        module = module if converted is None else converted  # None: not converted (an empty Sequential is falsy)
         call_hooks = _call_hooks(module)
         if optimizers:
             result = self._pm.hook.weft_strategy_setup_module_and_optimizers(
@@ -768,11 +788,12 @@ class Fabric:
         """
         loss = tensor
         try:
+            # A hook answering None did not handle the call: its documented fallback runs, as
+            # when nobody implements it (the loss as it is; autograd's own backward).
             if self._h_pre_backward is not None:
-                tensor = self._h_pre_backward(tensor=tensor)
-            if self._h_backward is not None:
-                self._h_backward(fabric=self, tensor=tensor, module=model)
-            else:
+                scaled = self._h_pre_backward(tensor=tensor)
+                tensor = tensor if scaled is None else scaled
+            if self._h_backward is None or self._h_backward(fabric=self, tensor=tensor, module=model) is None:
                 tensor.backward(*args, **kwargs)
         except (AttributeError, TypeError, RuntimeError) as exc:
             # Explained only once it failed: the per-step path does no checks of its own.
@@ -915,6 +936,8 @@ class Fabric:
         def one(tensor: torch.Tensor) -> torch.Tensor:
             tensor = tensor.to(self.device)  # the same object when already there
             out = reduce(fabric=self, tensor=tensor, reduce_op=op)
+            if out is None:
+                raise self._unanswered("all_reduce")
             if out is tensor:
                 return tensor
             if out.shape != tensor.shape:
@@ -940,22 +963,30 @@ class Fabric:
         _check_group(group, "all_gather")
         self._require_environment("all_gather")
         gather = self._collective("all_gather")
-        return apply_to_tensors(
-            _numbers_to_tensors(data),
-            lambda t: gather(fabric=self, tensor=t.to(self.device).contiguous(), sync_grads=bool(sync_grads)),
-        )
+
+        def one(tensor: torch.Tensor) -> torch.Tensor:
+            out = gather(fabric=self, tensor=tensor.to(self.device).contiguous(), sync_grads=bool(sync_grads))
+            if out is None:
+                raise self._unanswered("all_gather")
+            return out
+
+        return apply_to_tensors(_numbers_to_tensors(data), one)
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Send a picklable object from rank ``src`` to every process."""
         if not isinstance(src, int) or not (0 <= src < self._world_size):
             raise ConfigurationError(f"broadcast(src={src!r}) must name a rank in 0..{self._world_size - 1}")
         self._require_environment("broadcast")
-        return self._collective("broadcast")(fabric=self, obj=obj, src=src)[0]
+        box = self._collective("broadcast")(fabric=self, obj=obj, src=src)
+        if box is None:
+            raise self._unanswered("broadcast")
+        return box[0]
 
     def barrier(self, name: str | None = None) -> None:
         """Wait for every process (with a bounded timeout)."""
         self._require_environment("barrier")
-        self._collective("barrier")(fabric=self, name=name)
+        if self._collective("barrier")(fabric=self, name=name) is None:
+            raise self._unanswered("barrier")
 
     def _collective(self, name: str) -> Callable[..., Any]:
         caller = getattr(self._pm.hook, f"weft_strategy_{name}")
@@ -963,6 +994,14 @@ class Fabric:
         if target is None:
             raise MisuseError(f"strategy {self.strategy_name!r} does not implement weft_strategy_{name}")
         return target
+
+    def _unanswered(self, name: str) -> MisuseError:
+        """A collective hook answered ``None`` ("not handled"): weft has no fallback, so it must not
+        pass for a result (``fabric.all_gather`` returning ``None``, a barrier that waited for nobody)."""
+        return MisuseError(
+            f"strategy {self.strategy_name!r}: weft_strategy_{name} returned None, which means 'not handled', and "
+            f"weft has no fallback for it; the implementation must return its result (see weft.hookspecs.weft_strategy_{name})"
+        )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -987,6 +1026,9 @@ class Fabric:
         precision_state = self._pm.hook.weft_precision_state_dict()
         if precision_state:
             raw[PRECISION_KEY] = precision_state
+        strategy_state = self._pm.hook.weft_strategy_state_dict()
+        if strategy_state:
+            raw[STRATEGY_KEY] = strategy_state
         check_restorable(raw)  # refuse now what the default (weights_only) load could never restore
         try:
             done = self._pm.hook.weft_strategy_save_checkpoint(fabric=self, path=os.fspath(path), state=raw, filter=filter)
@@ -1028,7 +1070,24 @@ class Fabric:
                     state[key] = value  # plain values were replaced by the checkpoint's
             if PRECISION_KEY in remainder:
                 self._pm.hook.weft_precision_load_state_dict(state=remainder.pop(PRECISION_KEY))
+            self._load_strategy_state(remainder, path, strict)
         return remainder
+
+    def _load_strategy_state(self, remainder: dict[str, Any], path: str | os.PathLike, strict: bool) -> None:
+        """Give the strategy its saved state; a strategy with state and a checkpoint without it is an
+        error under ``strict`` (its schedule would silently restart), else it keeps its current state."""
+        hook = self._pm.hook
+        if STRATEGY_KEY in remainder:
+            hook.weft_strategy_load_state_dict(state=remainder.pop(STRATEGY_KEY))
+            return
+        if strict and hook.weft_strategy_load_state_dict.get_hookimpls() and hook.weft_strategy_state_dict():
+            from weft.errors import CheckpointKeyError
+
+            raise CheckpointKeyError(
+                f"The checkpoint {os.fspath(path)!r} has no {STRATEGY_KEY!r} entry, but strategy {self.strategy_name!r} "
+                "keeps state in checkpoints (weft_strategy_state_dict): it was saved by another strategy or before "
+                "that state existed. Pass strict=False to load it and keep the strategy's current state."
+            )
 
     def load_raw(self, path: str | os.PathLike, obj: nn.Module | torch.optim.Optimizer, strict: bool = True, weights_only: bool = True) -> None:
         """Load a plain ``state_dict`` file (e.g. ``torch.save(model.state_dict(), path)``) into ``obj``."""
@@ -1509,15 +1568,54 @@ def _numbers_to_tensors(data: Any) -> Any:
 # ---------------------------------------------------------------------- plugin selection
 
 
-def _plugin_or_create(kind: str, value: Any) -> Any:
+def _plugin_or_create(kind: str, value: Any, options: dict[str, Any] | None = None) -> Any:
+    """The plugin named ``value`` (created with ``options`` as keyword arguments), or ``value``
+    itself when it is a plugin object already."""
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         from weft.compat import incompatibility
 
         problem = incompatibility(registry.find(kind, str(value)))
         if problem:
             raise ConfigurationError(f"{kind[:-1] if kind != 'strategies' else 'strategy'} {str(value)!r}: {problem}")
-        return registry.create(kind, str(value))
+        return registry.create(kind, str(value), options)
     return value
+
+
+def _cli_strategy_options(strategy: Any) -> dict[str, Any]:
+    """The options ``weft run --strategy-option KEY=VALUE`` passed (through
+    :data:`CLI_STRATEGY_OPTIONS`) for the strategy the script creates by name."""
+    text = os.environ.get(CLI_STRATEGY_OPTIONS)
+    if not text:
+        return {}
+    import json
+
+    try:
+        options = json.loads(text)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise ConfigurationError(
+            f"{CLI_STRATEGY_OPTIONS}={text!r} is not a JSON object of options; `weft run --strategy-option KEY=VALUE` "
+            "sets it. Unset the variable or pass the options through weft run."
+        )
+    if options and not isinstance(strategy, str):
+        raise ConfigurationError(
+            f"`weft run --strategy-option` gives options {options} ({CLI_STRATEGY_OPTIONS}), but the script passes the "
+            f"strategy object {strategy!r:.80}, which is already built: set them on that object, or let the script "
+            "select the strategy by name (Fabric(strategy=NAME) or --strategy NAME)."
+        )
+    return options
+
+
+def _launching_strategies_hint() -> str:
+    """Which installed strategies start their own processes (their capabilities say
+    ``launches_processes``), for a message about a strategy that cannot."""
+    from weft import strategy_choice
+
+    names = strategy_choice.launching(strategy_choice.scan()[0])
+    if not names:
+        return "No installed strategy starts processes itself (none declares launches_processes)"
+    return f"Use a strategy that starts them: {', '.join(repr(n) for n in names)}"
 
 
 def _hooks_of(plugin: Any) -> Any:

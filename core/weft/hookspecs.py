@@ -6,7 +6,8 @@ creates one plugin manager, registers the accelerator, precision, strategy and
 cluster environment it selected (plus any extra plugins the user passed) and
 calls them only through these hooks. Hook names carry the kind they belong to
 (``weft_accelerator_*``, ``weft_precision_*``, ``weft_strategy_*``,
-``weft_environment_*``, ``weft_logger_*``); ``weft_validate`` is open to every plugin.
+``weft_environment_*``, ``weft_logger_*``); ``weft_validate`` and ``weft_setup_process`` are open
+to every plugin.
 
 An implementation may accept any subset of a hook's arguments, in any order:
 pluggy passes them by name. Hooks marked *first result* stop at the first
@@ -227,9 +228,18 @@ def weft_precision_module_init_context() -> ContextManager[None]:
 
     Example::
 
+        @contextlib.contextmanager
+        def float64_by_default():
+            previous = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)
+            try:
+                yield
+            finally:
+                torch.set_default_dtype(previous)
+
         @hookimpl
         def weft_precision_module_init_context(self):
-            return default_dtype(torch.float64)
+            return float64_by_default()
 
     .. versionadded:: 0.1
     """
@@ -268,7 +278,7 @@ def weft_precision_convert_input(data: Any) -> Any:
 
         @hookimpl
         def weft_precision_convert_input(self, data):
-            return convert_floating_tensors(data, torch.float64)
+            return weft.utilities.apply.convert_floating(data, torch.float64)
 
     .. versionadded:: 0.1
     """
@@ -287,7 +297,7 @@ def weft_precision_convert_output(data: Any) -> Any:
 
         @hookimpl
         def weft_precision_convert_output(self, data):
-            return convert_floating_tensors(data, torch.get_default_dtype())
+            return weft.utilities.apply.convert_floating(data, torch.get_default_dtype())
 
     .. versionadded:: 0.1
     """
@@ -343,7 +353,10 @@ def weft_precision_optimizer_step(optimizer: torch.optim.Optimizer, step: Callab
 
         @hookimpl
         def weft_precision_optimizer_step(self, optimizer, step):
-            return self.scaler.step(optimizer, closure=None) if ... else step()
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if not all(torch.isfinite(grad).all() for grad in grads):
+                return None  # the gradients overflowed: skip this step
+            return step()
 
     .. versionadded:: 0.1
     """
@@ -403,7 +416,7 @@ def weft_strategy_launch(fabric: Fabric, function: Callable[[], Any] | None) -> 
 
         @hookimpl
         def weft_strategy_launch(self, fabric, function):
-            return Launched(weft.launch.run_elastic(fabric, function))
+            return weft.launch.launch_processes(fabric, function)  # a weft.Launched
 
     .. versionadded:: 0.1
     """
@@ -486,7 +499,7 @@ def weft_strategy_setup_module(fabric: Fabric, module: torch.nn.Module) -> torch
 
         @hookimpl
         def weft_strategy_setup_module(self, fabric, module):
-            return DistributedDataParallel(module.to(fabric.device))
+            return torch.nn.parallel.DistributedDataParallel(module.to(fabric.device))
 
     .. versionadded:: 0.1
     """
@@ -532,8 +545,9 @@ def weft_strategy_setup_module_and_optimizers(
 
         @hookimpl
         def weft_strategy_setup_module_and_optimizers(self, fabric, module, optimizers):
-            fully_shard(module)
-            return module, [rebind(o, module) for o in optimizers]
+            torch.distributed.fsdp.fully_shard(module)  # replaces the parameters by sharded ones
+            # Optimizers created before hold the old parameters: build them again on the new ones.
+            return module, [type(o)(module.parameters(), **o.defaults) for o in optimizers]
 
     .. versionadded:: 0.1
     """
@@ -592,7 +606,9 @@ def weft_strategy_optimizer_step(fabric: Fabric, optimizer: torch.optim.Optimize
         @hookimpl
         def weft_strategy_optimizer_step(self, fabric, optimizer):
             out = optimizer.step()
-            self.average_parameters_every_k_steps()
+            self.steps += 1
+            if self.steps % self.sync_every == 0:  # Local SGD: average the replicas now and then
+                weft.distributed.average_parameters(self.module)
             return out
 
     .. versionadded:: 0.1
@@ -810,7 +826,7 @@ def weft_strategy_load_checkpoint(
 
         @hookimpl
         def weft_strategy_load_checkpoint(self, fabric, path, state, strict, weights_only):
-            return weft.checkpoint.restore(torch.load(path), state, strict)
+            return weft.checkpoint.restore(weft.checkpoint.load_file(path, weights_only=weights_only), state, strict)
 
     .. versionadded:: 0.1
     """
@@ -830,6 +846,53 @@ def weft_strategy_teardown(fabric: Fabric) -> None:
             torch.distributed.destroy_process_group()
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def weft_strategy_state_dict() -> dict[str, Any]:
+    """Return strategy state that belongs in checkpoints (e.g. a step counter that decides when
+    parameters are averaged next).
+
+    :meth:`Fabric.save <weft.fabric.Fabric.save>` stores the answer under the key
+    ``"weft_strategy"`` (:data:`weft.checkpoint.STRATEGY_KEY`) and
+    :meth:`Fabric.load <weft.fabric.Fabric.load>` gives it back through
+    :func:`weft_strategy_load_state_dict`. Return what ``torch.load(weights_only=True)`` can
+    read (tensors, numbers, strings, lists, dicts). A single-file checkpoint holds the writing
+    process's answer (rank 0's), so keep this state equal on every rank.
+
+    :returns: a dict, or ``None`` (or ``{}``) when there is no state.
+
+    Example::
+
+        @hookimpl
+        def weft_strategy_state_dict(self):
+            return {"steps_since_sync": self.steps_since_sync}
+
+    .. versionadded:: 0.3
+    """
+
+
+@hookspec
+def weft_strategy_load_state_dict(state: dict[str, Any]) -> None:
+    """Restore what :func:`weft_strategy_state_dict` returned when the checkpoint was saved.
+
+    Called by :meth:`Fabric.load <weft.fabric.Fabric.load>` (with a ``state`` dict) on every
+    rank, after the user's objects are restored. A checkpoint without the entry (saved by
+    another strategy, or before this strategy had state) is an error under ``strict=True``
+    when :func:`weft_strategy_state_dict` answers something now; ``strict=False`` keeps the
+    strategy's current state.
+
+    :param state: the dict saved in the checkpoint.
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_strategy_load_state_dict(self, state):
+            self.steps_since_sync = state["steps_since_sync"]
+
+    .. versionadded:: 0.3
     """
 
 
@@ -1075,4 +1138,34 @@ def weft_validate(fabric: Fabric) -> None:
                 raise ConfigurationError("16-true needs a GPU; use bf16-true on CPU")
 
     .. versionadded:: 0.1
+    """
+
+
+
+@hookspec
+def weft_setup_process(fabric: Fabric) -> None:
+    """Prepare this process, once, before the user's training code runs in it.
+
+    Every registered plugin may implement this (accelerator, precision, strategy, cluster
+    environment, loggers and extra ``plugins=[...]`` objects). It runs in each process that
+    trains: every process started by ``fabric.launch()``, ``weft run``, ``torchrun`` or
+    ``srun``, and the only process of a one-process job; not in a process that only
+    supervises the workers. Order within :meth:`Fabric.launch <weft.fabric.Fabric.launch>`
+    (or the first ``fabric.setup``/collective of a one-process job): the ranks are read, the
+    accelerator sets the device up (``weft_accelerator_setup_device``), then this hook, then
+    ``weft_strategy_setup_environment`` (the process group). So ``fabric.device`` and the ranks
+    are known here, and settings that must precede the process group (environment variables,
+    backend flags, thread counts) take effect; collectives are not available yet.
+
+    :param fabric: the Fabric setting this process up; ``global_rank``, ``local_rank``,
+        ``world_size`` and ``device`` are set.
+    :returns: nothing.
+
+    Example::
+
+        @hookimpl
+        def weft_setup_process(self, fabric):
+            torch.set_num_threads(max(1, os.cpu_count() // fabric.num_devices))
+
+    .. versionadded:: 0.3
     """

@@ -499,6 +499,14 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--main-address", "--main_address", default="127.0.0.1", help="address of node 0 (default 127.0.0.1: this machine only)")
     p.add_argument("--main-port", "--main_port", type=_count(1, "a TCP port", 65535), default=None, help="port of node 0's store (default: a free port on one node, 29500 across nodes)")
     p.add_argument("--precision", choices=_choices("precisions"), help="precision name (default: the script's, else 32-true)")
+    from weft.cli import StrategyOptionsAction, parse_strategy_option
+
+    p.add_argument(
+        "--strategy-option", "--strategy_option", dest="strategy_options", metavar="KEY=VALUE", type=parse_strategy_option,
+        action=StrategyOptionsAction, default=None,
+        help="keyword argument for the strategy the script selects by name (repeatable); VALUE is read as an "
+        "int, float, True/False or None when it is one, else as a string",
+    )
     elastic = p.add_argument_group("torch.distributed elastic options (as in torchrun)")
     elastic.add_argument("--max-restarts", type=_count(0, "restarts"), default=0, help="restarts of the worker group after a failure (default 0)")
     elastic.add_argument("--rdzv-backend", default=None, help="rendezvous backend: c10d, static, etcd... (default: static on the main address)")
@@ -537,7 +545,7 @@ def run_command(args: argparse.Namespace) -> int:
     :returns: the exit status: 0, 1 when a worker failed, 128 + N when stopped by signal N.
     :raises ConfigurationError: for flags that cannot work together, before any process starts.
     """
-    from weft.fabric import CLI_ENV
+    from weft.fabric import CLI_ENV, CLI_STRATEGY_OPTIONS
 
     num_nodes = 1 if args.num_nodes is None else args.num_nodes
     if num_nodes < 1:
@@ -551,10 +559,16 @@ def run_command(args: argparse.Namespace) -> int:
         "num_nodes": args.num_nodes, "precision": args.precision,
     }
     saved = {CLI_ENV[key]: os.environ.get(CLI_ENV[key]) for key in given}
+    saved[CLI_STRATEGY_OPTIONS] = os.environ.get(CLI_STRATEGY_OPTIONS)
     try:
         for key, value in given.items():
             if value is not None:
                 os.environ[CLI_ENV[key]] = str(value)  # the workers inherit this environment
+        options = getattr(args, "strategy_options", None)
+        if options:
+            import json
+
+            os.environ[CLI_STRATEGY_OPTIONS] = json.dumps(options)
         nproc = _processes_per_node(args.accelerator, args.devices)
         if args.strategy is not None:
             check_strategy_runs(_probe_fabric(given), nproc * num_nodes, f"weft run --strategy {args.strategy}")
@@ -593,19 +607,30 @@ def _probe_fabric(given: dict[str, Any]) -> Fabric:
 def check_strategy_runs(fabric: Fabric, processes: int, asked_by: str) -> None:
     """Refuse to run ``processes`` > 1 processes with a strategy made for one.
 
-    The strategy is asked through its hooks, as ``fabric.launch()`` asks it: a strategy that can
-    run several processes starts them (``weft_strategy_launch``) or splits the data between them
-    (``weft_strategy_distributed_sampler_kwargs``). Several copies of a one-process strategy
-    would each train alone on the full data: a silent wrong result.
+    The strategy's :class:`~weft.records.StrategyCapabilities` say whether it runs several
+    processes (``multi_process``). A strategy that does not declare them is asked through its
+    hooks: one that can run several processes starts them (``weft_strategy_launch``) or splits
+    the data between them (``weft_strategy_distributed_sampler_kwargs``). Several copies of a
+    one-process strategy would each train alone on the full data: a silent wrong result.
 
     :param asked_by: what asked for the processes, for the message (a flag, or variables).
     """
+    from weft import strategy_choice
+    from weft.capabilities import strategy_capabilities
+
     hook = fabric.hook
-    if processes <= 1 or hook.weft_strategy_launch.get_hookimpls() or hook.weft_strategy_distributed_sampler_kwargs.get_hookimpls():
+    if processes <= 1:
         return
+    if hook.weft_strategy_capabilities.get_hookimpls():
+        if strategy_capabilities(hook, repr(fabric.strategy_name)).multi_process:
+            return
+    elif hook.weft_strategy_launch.get_hookimpls() or hook.weft_strategy_distributed_sampler_kwargs.get_hookimpls():
+        return
+    multi = [c.name for c in strategy_choice.scan()[0] if c.capabilities is not None and c.capabilities.multi_process]
+    suggestion = f"one of {', '.join(map(repr, multi))}" if multi else "a multi-process strategy (none is installed)"
     raise ConfigurationError(
         f"{asked_by}: strategy {fabric.strategy_name!r} runs one process, but {processes} processes were asked for; "
-        "each would train alone on all the data. Use a multi-process strategy (e.g. 'ddp'), or one process (devices=1)."
+        f"each would train alone on all the data. Use {suggestion}, or one process (devices=1)."
     )
 
 

@@ -5,8 +5,10 @@ Each kind of plugin has an entry-point group (``weft.strategies``,
 ``weft.loggers``). The
 entry-point name is the string users pass; its value points to a factory (a
 class or function) that returns a new plugin object when called with no
-arguments. Core's built-ins are registered the same way, in core's own
-``pyproject.toml``.
+arguments, or with the options a user gave as keyword arguments (see
+:func:`create`). Keep a strategy's factory cheap: ``strategy="auto"`` creates
+every installed strategy once per process to read its capabilities. Core's
+built-ins are registered the same way, in core's own ``pyproject.toml``.
 
 Reading the table costs one pass over installed distributions' metadata and
 imports nothing; it happens on first use, never at ``import weft``.
@@ -24,7 +26,8 @@ from typing import Any, Callable
 
 from typing import TYPE_CHECKING
 
-from weft.errors import DOCS, PluginConflictError, PluginLoadError, PluginNotFoundError
+from weft import catalogue
+from weft.errors import DOCS, ConfigurationError, PluginConflictError, PluginLoadError, PluginNotFoundError, WeftError
 
 if TYPE_CHECKING:
     from weft.records import PluginRecord
@@ -46,24 +49,6 @@ _LABELS = {
     "loggers": "logger",
 }
 CORE_DISTRIBUTION = "weft"
-
-# Names the first-party distributions provide, so a missing one can be named in errors.
-FIRST_PARTY = {
-    "strategies": {
-        "ddp": "weft-ddp",
-        "ddp_spawn": "weft-ddp",
-        "ddp_find_unused_parameters_true": "weft-ddp",
-        "fsdp": "weft-fsdp",
-        "fsdp_cpu_offload": "weft-fsdp",
-    },
-    "precisions": {
-        name: "weft-precision"
-        for name in ("16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "16", "bf16", "64")
-    },
-    "accelerators": {"cuda": "weft-accelerators", "gpu": "weft-accelerators", "mps": "weft-accelerators"},
-    "environments": {},
-    "loggers": {"tensorboard": "weft-loggers"},
-}
 
 # Plugins registered from user code with `register`: (kind, name) -> record.
 _registered: dict[tuple[str, str], PluginRecord] = {}
@@ -224,14 +209,78 @@ def load(kind: str, name: str) -> Callable[[], Any]:
         ) from exc
 
 
-def create(kind: str, name: str) -> Any:
-    """Build a new plugin object for ``name``."""
+def create(kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+    """Build a new plugin object for ``name``.
+
+    :param options: keyword arguments for the plugin's factory (``weft run --strategy-option
+        KEY=VALUE``, the kit's ``--weft-strategy-option``). An option the factory does not take
+        is a :class:`~weft.errors.ConfigurationError` naming it, the plugin and the parameters
+        the factory takes (read with ``inspect.signature``; a factory taking ``**kwargs``
+        checks names itself). An error the factory raises for given options is raised with the
+        plugin's name: a weft error as its own class, anything else as a ``ConfigurationError``.
+
+    .. versionchanged:: 0.3 ``options``.
+    """
     factory = load(kind, name)
+    options = dict(options or {})
+    if options:
+        check_options(kind, name, factory, options)
     try:
-        plugin = factory()
+        plugin = factory(**options)
+    except WeftError as exc:
+        if options:
+            # The factory refused one of the user's values: its message says which; say which plugin.
+            named = _naming_plugin(exc, f"The {_LABELS[kind_of(kind)]} {name!r} refused the options {options}: ")
+            if named is exc:
+                raise
+            raise named from exc
+        raise PluginLoadError(f"Creating the plugin {name!r} ({kind}) failed: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001
+        if options:  # most likely a value of the user's the factory could not take
+            raise ConfigurationError(
+                f"The {_LABELS[kind_of(kind)]} {name!r} refused the options {options}: {type(exc).__name__}: {exc}. "
+                "Check each option's type and value against the plugin's documentation."
+            ) from exc
         raise PluginLoadError(f"Creating the plugin {name!r} ({kind}) failed: {type(exc).__name__}: {exc}") from exc
     return plugin
+
+
+def _naming_plugin(exc: Exception, prefix: str) -> Exception:
+    """``exc`` again (same class, so ``except`` clauses still match) with ``prefix`` before its message."""
+    try:
+        return type(exc)(f"{prefix}{exc}")
+    except Exception:  # noqa: BLE001 - an error class with another constructor: keep the original
+        return exc
+
+
+def factory_parameters(factory: Callable[..., Any]) -> tuple[list[str], bool] | None:
+    """The keyword parameters ``factory`` takes, and whether it takes any (``**kwargs``);
+    ``None`` when its signature cannot be read."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def check_options(kind: str, name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Refuse options ``factory`` does not take, before calling it (a factory with ``**kwargs``
+    checks the rest itself)."""
+    signature = factory_parameters(factory)
+    if signature is None:
+        return  # no signature to read (a builtin): the call itself decides
+    named, takes_any = signature
+    unknown = [key for key in options if key not in named]
+    if unknown and not takes_any:
+        accepted = ", ".join(named) or "none"
+        target = getattr(factory, "__qualname__", repr(factory))
+        raise ConfigurationError(
+            f"The {_LABELS[kind_of(kind)]} {name!r} ({target}) takes no option {', '.join(map(repr, unknown))}. "
+            f"Its parameters: {accepted}. Remove the option or choose a plugin that takes it."
+        )
 
 
 def _not_found_message(kind: str, name: str, wanted_dist: str | None, available: dict[str, list[PluginRecord]]) -> str:
@@ -239,11 +288,11 @@ def _not_found_message(kind: str, name: str, wanted_dist: str | None, available:
     installed = ", ".join(sorted(available)) or "none"
     shown = f"{wanted_dist}:{name}" if wanted_dist else name
     lines = [f"Unknown {label} {shown!r}. Installed {kind}: {installed}."]
-    close = difflib.get_close_matches(name, list(available) + list(FIRST_PARTY[kind]), n=1, cutoff=0.6)
-    provider = FIRST_PARTY[kind].get(name)
+    close = difflib.get_close_matches(name, list(available) + catalogue.published_names(kind), n=1, cutoff=0.6)
+    provider = catalogue.provider(kind, name)
     if close and close[0] != name:
         lines.append(f"Did you mean {close[0]!r}?")
-        provider = provider or (FIRST_PARTY[kind].get(close[0]) if close[0] not in available else None)
+        provider = provider or (catalogue.provider(kind, close[0]) if close[0] not in available else None)
         if provider:
             lines.append(f"{close[0]!r} is provided by {provider}: pip install {provider}")
     elif provider:

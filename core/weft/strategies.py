@@ -42,11 +42,10 @@ def _class_names() -> list[str]:
 
 
 def _missing(name: str) -> Exception:
-    from weft import registry
+    from weft import catalogue, registry
 
-    # "DDPStrategy" -> "ddp": the strategy name a first-party distribution registers for it.
-    strategy = name[: -len("Strategy")].lower() if name.endswith("Strategy") else ""
-    distribution = registry.FIRST_PARTY["strategies"].get(strategy)
+    # An install hint only: the published distribution whose package defines that class.
+    distribution = catalogue.provider("strategy classes", name)
     installed = ", ".join(_class_names()) or "none"
     hint = ""
     if distribution and not registry._allowed(distribution):

@@ -81,15 +81,22 @@ class _FabricModule(nn.Module):
         self._weft_ready = True  # from here on, attribute writes follow Lightning's rules
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # A precision hook answering None did not handle the call: inputs and outputs pass
+        # through unchanged and no context is entered, as when nobody implements the hook.
         if self._convert_in is not None:
-            args, kwargs = self._convert_in(data=(args, kwargs))
-        if self._context is not None:
-            with self._context():
+            converted = self._convert_in(data=(args, kwargs))
+            if converted is not None:
+                args, kwargs = converted
+        context = None if self._context is None else self._context()
+        if context is not None:
+            with context:
                 output = self._weft_call(*args, **kwargs)
         else:
             output = self._weft_call(*args, **kwargs)
         if self._convert_out is not None:
-            output = self._convert_out(data=output)
+            converted = self._convert_out(data=output)
+            if converted is not None:
+                output = converted
         return output
 
     @property

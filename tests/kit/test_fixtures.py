@@ -10,18 +10,14 @@ import torch
 from kit_helpers import clean_env, run
 
 from weft import registry
+from weft.builtins.single_device import SingleDeviceStrategy
 from weft.hookspecs import hookimpl
 
 
-class EchoStrategy:
-    """A minimal strategy: single_device's behaviour plus a visible setup_module."""
+class EchoStrategy(SingleDeviceStrategy):
+    """single_device (which has every required hook) with a visible setup_module and all_reduce."""
 
     name = "echo"
-
-    def __init__(self) -> None:
-        from weft.builtins.single_device import SingleDeviceStrategy
-
-        self.inner = SingleDeviceStrategy()
 
     @hookimpl
     def weft_strategy_setup_module(self, fabric, module):
@@ -49,7 +45,7 @@ def test_plugin_manager_holds_only_the_given_plugins(weft_plugin_manager) -> Non
     pm = weft_plugin_manager(plugin)
     assert pm.get_plugins() == {plugin}
     assert pm.hook.weft_strategy_all_reduce(fabric=None, tensor=torch.ones(2), reduce_op="sum").tolist() == [1.0, 1.0]
-    assert pm.hook.weft_strategy_barrier(fabric=None, name=None) is None  # nothing else registered
+    assert pm.hook.weft_accelerator_device_count() is None  # nothing else registered (no accelerator)
 
 
 def test_plugin_manager_rejects_unknown_hooks_and_bad_arguments(weft_plugin_manager) -> None:

@@ -24,6 +24,10 @@ class _DeviceTypeAccelerator:
         return True
 
     @hookimpl
+    def weft_accelerator_device_count(self):
+        return 1  # required of every accelerator (weft.contract.REQUIRED_HOOKS)
+
+    @hookimpl
     def weft_accelerator_parse_devices(self, devices):
         return [0]
 

@@ -6,45 +6,7 @@ import torch
 
 from weft.errors import ConfigurationError
 from weft.hookspecs import hookimpl
-
-
-def parse_count(devices: object, available: int | None, kind: str) -> int | list[int]:
-    """Validate a ``devices=`` value: an int/str count (``-1`` = all) or a list/``"0,2"`` of indices.
-
-    :returns: a count (int) or explicit indices (list).
-    """
-    if isinstance(devices, bool) or not isinstance(devices, (int, str, list, tuple)):
-        raise ConfigurationError(
-            f"devices={devices!r} is not understood: pass an int, -1 for all, 'auto', a list of indices or '0,2'"
-        )
-    if isinstance(devices, str):
-        text = devices.strip()
-        if text == "auto":
-            return 1 if available is None else available
-        if "," in text or text.startswith("["):
-            try:
-                return [int(p) for p in text.strip("[] ").split(",") if p.strip()]
-            except ValueError:
-                raise ConfigurationError(f"devices={devices!r} is not a list of device indices such as '0,2'") from None
-        try:
-            devices = int(text)
-        except ValueError:
-            raise ConfigurationError(
-                f"devices={devices!r} is not understood: pass an int, -1 for all, 'auto', a list of indices or '0,2'"
-            ) from None
-    if isinstance(devices, (list, tuple)):
-        if not devices or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices):
-            raise ConfigurationError(f"devices={devices!r}: a list must hold non-negative device indices")
-        if len(set(devices)) != len(devices):
-            raise ConfigurationError(f"devices={devices!r} lists a device twice")
-        return list(devices)
-    if devices == -1:
-        if available is None:
-            raise ConfigurationError(f"devices=-1 (all) is not meaningful for the {kind} accelerator; pass a count")
-        return available
-    if devices <= 0:
-        raise ConfigurationError(f"devices={devices} must be a positive number of devices, -1 (all) or 'auto'")
-    return devices
+from weft.utilities.devices import parse_count  # public since 0.2; kept importable from here
 
 
 class CPUAccelerator:

@@ -5,11 +5,27 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import attrs
+
 from weft import checkpoint
 from weft.clipping import WholeGradientClipping
 from weft.devices import RootDevice
 from weft.errors import ConfigurationError
 from weft.hookspecs import hookimpl
+from weft.utilities.init import skip_init
+from weft.records import StrategyCapabilities
+
+#: What single_device guarantees: one process that starts no others, nothing to synchronise,
+#: all the data, one checkpoint file; "auto" picks it for one process.
+CAPABILITIES = StrategyCapabilities(
+    multi_process=False,
+    launches_processes=False,
+    gradient_sync="never",
+    shards_data=False,
+    no_backward_sync=False,  # there is no sync to skip: the context does nothing
+    auto_priority=10,
+)
+_NOT_AUTO = attrs.evolve(CAPABILITIES, auto_priority=None)
 
 
 class SingleDeviceStrategy(WholeGradientClipping, RootDevice):
@@ -56,6 +72,14 @@ class SingleDeviceStrategy(WholeGradientClipping, RootDevice):
             )
 
     @hookimpl
+    def weft_strategy_capabilities(self):
+        if type(self) is SingleDeviceStrategy:
+            return CAPABILITIES
+        # A subclass keeps the guarantees but not the priority: "auto" must not silently prefer
+        # some installed subclass over single_device; a subclass that should be chosen says so.
+        return _NOT_AUTO
+
+    @hookimpl
     def weft_strategy_setup_module(self, fabric, module):
         return module.to(fabric.device)
 
@@ -70,7 +94,7 @@ class SingleDeviceStrategy(WholeGradientClipping, RootDevice):
         if empty_init:
             # Parameters are overwritten by a checkpoint or an init function later:
             # skip the (slow) default initialisation.
-            stack.enter_context(_skip_init())
+            stack.enter_context(skip_init())
         return stack
 
     @hookimpl
@@ -117,17 +141,3 @@ def _refuse_lightning_plugins(strategy: str, **given: Any) -> None:
                 f"{strategy}({name}={value!r}): weft does not take {name} from the strategy. "
                 f"Leave it out and pass it to {where[name]}."
             )
-
-
-def _skip_init():
-    """Skip ``torch.nn.init`` calls while modules are built: their weights come from a checkpoint."""
-    from torch.overrides import TorchFunctionMode
-
-    class _SkipInit(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__module__", None) == "torch.nn.init":
-                return kwargs["tensor"] if "tensor" in kwargs else args[0]
-            return func(*args, **kwargs)
-
-    return _SkipInit()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from weft.builtins.cpu import parse_count
+from weft.utilities.devices import parse_count
 from weft.errors import ConfigurationError
 
 

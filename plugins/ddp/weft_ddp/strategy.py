@@ -177,6 +177,25 @@ class DDPStrategy(wdist.CollectiveHooks, WholeGradientClipping, RootDevice):
     # ------------------------------------------------------------------ processes
 
     @hookimpl
+    def weft_strategy_capabilities(self):
+        from weft.records import StrategyCapabilities
+
+        # Every step DDP all-reduces (averages) the gradients; no_sync() really skips that
+        # all-reduce; the sampler splits the data; rank 0 writes one file. "auto" picks plain
+        # `ddp` for several processes; presets (ddp_spawn...) and subclasses must be asked for.
+        auto = type(self) is DDPStrategy and self.name == "ddp"
+        return StrategyCapabilities(
+            multi_process=True,
+            launches_processes=True,  # elastic re-runs the script; spawn/fork run launch(fn)
+            gradient_sync="every_step",
+            parameters="replicated",
+            no_backward_sync=True,
+            shards_data=True,
+            checkpoint="file",
+            auto_priority=10 if auto else None,
+        )
+
+    @hookimpl
     def weft_strategy_launch(self, fabric, function):
         from weft import launch
 
@@ -203,9 +222,9 @@ class DDPStrategy(wdist.CollectiveHooks, WholeGradientClipping, RootDevice):
         stack = contextlib.ExitStack()
         stack.enter_context(fabric.device)
         if empty_init:
-            from weft.builtins.single_device import _skip_init
+            from weft.utilities.init import skip_init
 
-            stack.enter_context(_skip_init())  # weights come from a checkpoint: skip initialisation
+            stack.enter_context(skip_init())  # weights come from a checkpoint: skip initialisation
         return stack
 
     @hookimpl

@@ -7,26 +7,17 @@ barrier, and the two barriers would match each other, letting rank 0 run into DC
 collectives alone. The agreement uses the process group's key-value store with keys
 named after the operation, so only ranks entering the *same* operation count, and the
 error names the ranks that are missing. (The process group itself and Fabric's
-collectives come from :mod:`weft.distributed`.)
+collectives, and ``weft.distributed.collective_timeout`` for the strategy's ``timeout``, come from
+:mod:`weft.distributed`; nothing there agrees on a named operation through the store, hence this module.)
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from typing import Any
-
 import torch.distributed as dist
 
 from weft.errors import CollectiveTimeoutError
-
-
-def collective_timeout(timeout: float | datetime.timedelta | None) -> datetime.timedelta:
-    """The strategy's ``timeout`` as a ``timedelta``; ``None`` gives weft's collective timeout.
-    Bad values (zero, negative, NaN, not a number) raise a ``ConfigurationError`` naming them."""
-    from weft import distributed as wdist
-
-    return wdist.collective_timeout(timeout)
 
 
 class Agreement:

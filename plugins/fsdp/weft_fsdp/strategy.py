@@ -88,7 +88,10 @@ class FSDPStrategy(wdist.CollectiveHooks, RootDevice):
     def __attrs_post_init__(self) -> None:
         if self.state_dict_type not in _STATE_DICT_TYPES:
             raise ConfigurationError(f"state_dict_type={self.state_dict_type!r} must be 'sharded' or 'full'")
-        _sharding.offload_policy(self.cpu_offload, torch.device("cpu"))  # validates the value
+        if not isinstance(self.cpu_offload, bool) and self.cpu_offload is not None:
+            # Validates the value; True/False/None are valid, and checking them would import
+            # torch.distributed.fsdp (seconds), which strategy="auto" pays for by creating every strategy.
+            _sharding.offload_policy(self.cpu_offload, torch.device("cpu"))
         if self.device_mesh is not None and self.sharding_strategy != "HYBRID_SHARD":
             raise ConfigurationError("device_mesh is only used with sharding_strategy='HYBRID_SHARD'")
 
@@ -106,7 +109,24 @@ class FSDPStrategy(wdist.CollectiveHooks, RootDevice):
 
     @property
     def _timeout(self) -> datetime.timedelta:
-        return _dist.collective_timeout(self.timeout)
+        return wdist.collective_timeout(self.timeout)
+
+    @hookimpl
+    def weft_strategy_capabilities(self):
+        from weft.records import StrategyCapabilities
+
+        # Gradients are reduce-scattered after every backward (set_requires_gradient_sync(False)
+        # really skips that); NO_SHARD keeps whole parameters on every rank, as DDP does.
+        return StrategyCapabilities(
+            multi_process=True,
+            launches_processes=True,
+            gradient_sync="every_step",
+            parameters="replicated" if self.sharding_strategy == "NO_SHARD" else "sharded",
+            no_backward_sync=True,
+            shards_data=True,
+            checkpoint="folder" if self.state_dict_type == "sharded" else "file",
+            auto_priority=None,  # asked for by name only
+        )
 
     @hookimpl
     def weft_strategy_launch(self, fabric, function):

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from weft.errors import ConfigurationError, ConfigurationTypeError, MisuseValueError
 from weft.loggers import Logger, next_version
+from weft.utilities.rank_zero import rank_zero_only
 
 from weft_loggers import params as _params
-from weft_loggers.rank import is_global_zero
 
 
 class TensorBoardLogger(Logger):
@@ -112,7 +112,7 @@ class TensorBoardLogger(Logger):
     def experiment(self) -> Any:
         """The ``SummaryWriter`` (created on first use), for anything beyond scalars:
         ``logger.experiment.add_histogram(...)``."""
-        if not is_global_zero():
+        if rank_zero_only.rank != 0:
             return _IgnoreCalls()
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -130,7 +130,7 @@ class TensorBoardLogger(Logger):
         :param step: the x position; ``None`` continues after the last step this logger wrote
             (0 first), so that points logged without a step still form a curve.
         """
-        if not is_global_zero():
+        if rank_zero_only.rank != 0:
             return
         if not isinstance(metrics, Mapping):
             raise MisuseValueError(f"log_metrics() needs a dict of {{name: number}}, got {type(metrics).__name__} ({metrics!r}).")
@@ -163,7 +163,7 @@ class TensorBoardLogger(Logger):
             without any, the placeholder ``hp_metric = -1`` when ``default_hp_metric``.
         :param step: the step of those metrics (default 0).
         """
-        if not is_global_zero():
+        if rank_zero_only.rank != 0:
             return
         flat = {key: _params.hparam_value(value) for key, value in _params.flatten(_params.as_dict(params)).items()}
         if metrics is None:
@@ -195,7 +195,7 @@ class TensorBoardLogger(Logger):
 
     def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
         """Trace ``model`` on ``input_array`` (default: ``model.example_input_array``) and store its graph."""
-        if not is_global_zero():
+        if rank_zero_only.rank != 0:
             return
         # A weft (or Lightning) set-up model exposes the user's module as the property `module`;
         # a plain attribute of that name is a submodule and must not be mistaken for it.
@@ -216,12 +216,12 @@ class TensorBoardLogger(Logger):
 
     def save(self) -> None:
         """Write what is queued to disk (TensorBoard can show it from then on)."""
-        if is_global_zero() and self._writer is not None:
+        if rank_zero_only.rank == 0 and self._writer is not None:
             self._writer.flush()
 
     def finalize(self, status: str) -> None:
         """Flush and close the event files. A later call writes a new event file in the same folder."""
-        if is_global_zero() and self._writer is not None:
+        if rank_zero_only.rank == 0 and self._writer is not None:
             self._writer.flush()
             self._writer.close()
             self._writer = None
