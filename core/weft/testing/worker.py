@@ -7,7 +7,10 @@ crash still leaves evidence of how far each rank got. The kit's tests compare
 those observations with values they compute themselves.
 
 Sections stop at the first failure, recording the exception together with the
-hook implementation (and plugin) it was raised in.
+hook implementation (and plugin) it was raised in. Which sections run depends on what
+the strategy declares (:func:`weft.capabilities.strategy_capabilities`): a strategy
+that syncs periodically gets the ``periodic`` section instead of the per-step
+gradient sections, and the expected gradients of one that never syncs are its own.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import Any, Iterator
 
 # Run as a script, this file's folder is sys.path[0]; its sibling modules are not top-level modules.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
+import attrs  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -33,6 +38,8 @@ LR = 0.01
 MOMENTUM = 0.9
 SEED = 1234
 TRAIN_EPOCHS = 12
+INIT_SEED = 4321  # used by the init_module section only, before anything else draws from it
+BARRIER_DELAY = 1.5  # seconds the last rank arrives late at the barrier
 
 
 class SectionFailed(Exception):
@@ -73,8 +80,10 @@ class Report:
 # ---------------------------------------------------------------------- model and data
 
 
-def make_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
+def make_model(seed: int | None) -> nn.Module:
+    """The kit's model; ``seed=None`` leaves the random state as the caller set it."""
+    if seed is not None:
+        torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
 
 
@@ -172,23 +181,45 @@ def load_flat(module: nn.Module, values: list[float]) -> None:
 def make_fabric(args: argparse.Namespace) -> Any:
     from weft import Fabric
 
-    kwargs: dict[str, Any] = {"strategy": args.strategy, "precision": args.precision, "accelerator": args.accelerator}
+    strategy: Any = args.strategy
+    options = json.loads(args.strategy_options) if args.strategy_options else {}
+    if options:
+        # Options go to the plugin's factory, as `weft run --strategy-option` passes them.
+        from weft import registry
+
+        strategy = registry.create("strategies", args.strategy, options)
+    kwargs: dict[str, Any] = {"strategy": strategy, "precision": args.precision, "accelerator": args.accelerator}
     if not args.devices_from_launcher:
         kwargs["devices"] = args.devices
     return Fabric(**kwargs)
 
 
+class Steps:
+    """Counts the optimizer steps the worker takes, to find a periodic strategy's sync points."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer, self.count = optimizer, 0
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.count += 1
+
+
 def phase_train(args: argparse.Namespace, report: Report) -> None:
+    from weft.capabilities import strategy_capabilities
+
     with report.section("launch") as rec:
         fabric = make_fabric(args)
         fabric.launch()
         report.rank = fabric.global_rank
+        caps = strategy_capabilities(fabric.hook, who=f"strategy {args.strategy!r}")
         rec.update(
             rank=fabric.global_rank,
             world_size=fabric.world_size,
             device=str(fabric.device),
             strategy_name=fabric.strategy_name,
             process_group=_process_group_exists(),
+            capabilities=attrs.asdict(caps),
         )
     world, rank = fabric.world_size, fabric.global_rank
 
@@ -216,8 +247,33 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
         rec["none"] = fabric.broadcast(None if rank == 0 else "not-none", src=0)
 
     with report.section("barrier") as rec:
+        # The last rank arrives late and leaves a marker just before it calls the barrier: every
+        # other rank must find the marker once its barrier returns. A file, not a clock, decides.
+        marker = os.path.join(args.out, "barrier-last-rank-arrived")
+        if rank == world - 1 and world > 1:
+            time.sleep(BARRIER_DELAY)
+            with open(marker, "w"):
+                pass
+        started = time.monotonic()
         fabric.barrier("weft-kit")
+        rec["waited"] = time.monotonic() - started
+        rec["saw_last_rank"] = os.path.exists(marker)
         fabric.barrier()
+
+    with report.section("init_module") as rec:
+        # Built first, so that no seeded weights of INIT_SEED exist yet that torch.empty could reuse.
+        torch.manual_seed(INIT_SEED)
+        with fabric.init_module(empty_init=True):
+            empty = make_model(None)
+        rec["empty_on_meta"] = any(p.is_meta for p in empty.parameters())
+        rec["empty_params"] = None if rec["empty_on_meta"] else flat_params(empty)
+        torch.manual_seed(INIT_SEED)
+        with fabric.init_module(empty_init=False):
+            normal = make_model(None)
+        rec["normal_params"] = flat_params(normal)
+        rec["normal_dtype"] = str(next(normal.parameters()).dtype)
+        rec["reference_params"] = flat_params(make_model(INIT_SEED))
+        del empty, normal
 
     with report.section("setup") as rec:
         fabric.seed_everything(SEED)
@@ -225,50 +281,56 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
         raw_optimizer = torch.optim.SGD(raw_model.parameters(), lr=LR, momentum=MOMENTUM)
         model, optimizer = fabric.setup(raw_model, raw_optimizer)
         loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(IndexedRegression(), batch_size=4, shuffle=False))
+        steps = Steps(optimizer)
         rec["model_is_module"] = isinstance(model, nn.Module)
         rec["module_is_users"] = model.module is raw_model
         rec["optimizer_keeps_type"] = isinstance(optimizer, torch.optim.SGD)
-        rec["param_device"] = str(full_device(model.module))
-        rec["sample_indices"] = [int(i) for _, _, idx in loader for i in idx]
-        rec["batch_device"] = str(next(iter(loader))[0].device)
+        rec["device"] = str(fabric.device)
+        rec["param_devices"] = sorted({str(_local(p).device) for p in model.module.parameters()})
+        rec["param_dtypes"] = sorted({str(p.dtype) for p in model.module.parameters()})
+        dtypes = fabric.hook.weft_precision_dtypes()
+        rec["precision_param_dtype"] = None if dtypes is None else str(dtypes.param)
+        rec["sampler_kwargs"] = repr(fabric.hook.weft_strategy_distributed_sampler_kwargs(fabric=fabric))
+        indices, batch_devices = [], set()
+        for x, y, idx in loader:
+            indices += [int(i) for i in idx]
+            batch_devices |= {str(x.device), str(y.device)}
+        rec["sample_indices"] = indices
+        rec["batch_devices"] = sorted(batch_devices)
 
-    with report.section("gradients") as rec:
-        p0 = flat_params(model.module)
-        reference = make_model(SEED)
-        load_flat(reference, p0)
-        ref_optimizer = torch.optim.SGD(reference.parameters(), lr=LR, momentum=MOMENTUM)
-        local = local_grads(reference, 0, world)
+    if caps.gradient_sync == "periodic":
+        with report.section("periodic") as rec:
+            # From identical replicas, sync_every steps on batches that differ per rank: the
+            # parameters may differ in between, and must agree again after the last of them.
+            rec["params_start"] = flat_params(model.module)
+            rec["params_by_step"] = []
+            for k in range(caps.sync_every or 1):
+                optimizer.zero_grad()
+                x, y = batch(100 + k, rank)
+                fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
+                steps.step()
+                rec["params_by_step"].append(flat_params(model.module))
+    else:
+        _gradient_sections(fabric, report, model, optimizer, steps, world, rank, caps.gradient_sync == "every_step")
+
+    with report.section("clipping") as rec:
+        # Neither clip is followed by a step: they must not change the training trajectory.
         optimizer.zero_grad()
-        x, y = batch(0, rank)
+        x, y = batch(3, rank)
         fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
-        rec["params_before"] = p0
-        rec["grads"] = flat_grads(model.module)
-        rec["local_grad"] = local[rank].tolist()
-        rec["mean_grad"] = torch.stack(local).mean(0).tolist()
-        optimizer.step()
-        _reference_step(reference, ref_optimizer, torch.stack(local).mean(0))
-        rec["params_after"] = flat_params(model.module)
-        rec["reference_after"] = torch.cat([p.detach().reshape(-1) for p in reference.parameters()]).tolist()
-
-    with report.section("no_backward_sync") as rec:
-        load_flat(reference, flat_params(model.module))  # follow the strategy's own trajectory
-        local_a = local_grads(reference, 1, world)
-        local_b = local_grads(reference, 2, world)
+        before = flat_grads(model.module)
+        rec["full_grads"] = before is not None
+        if before is not None:
+            clip_val = float(torch.tensor(before).abs().median())
+            fabric.clip_gradients(model, optimizer, clip_val=clip_val)
+            rec.update(clip_val=clip_val, value_before=before, value_after=flat_grads(model.module))
+            optimizer.zero_grad()
+            fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
+            before = flat_grads(model.module)
+            max_norm = 0.5 * float(torch.tensor(before).norm())
+            returned = fabric.clip_gradients(model, optimizer, max_norm=max_norm)
+            rec.update(max_norm=max_norm, norm_before=before, norm_after=flat_grads(model.module), returned_norm=float(returned))
         optimizer.zero_grad()
-        with fabric.no_backward_sync(model, enabled=True):
-            x, y = batch(1, rank)
-            fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
-        rec["grads_inside"] = flat_grads(model.module)
-        rec["local_grad_inside"] = local_a[rank].tolist()
-        rec["mean_grad_inside"] = torch.stack(local_a).mean(0).tolist()
-        with fabric.no_backward_sync(model, enabled=False):
-            x, y = batch(2, rank)
-            fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
-        optimizer.step()
-        accumulated = torch.stack(local_a).mean(0) + torch.stack(local_b).mean(0)
-        _reference_step(reference, ref_optimizer, accumulated)
-        rec["params_after"] = flat_params(model.module)
-        rec["reference_after"] = torch.cat([p.detach().reshape(-1) for p in reference.parameters()]).tolist()
 
     with report.section("training") as rec:
         losses = []
@@ -279,13 +341,18 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
                 optimizer.zero_grad()
                 loss = loss_of(model, x, y)
                 fabric.backward(loss, model=model)
-                if epoch == 0 and count == 0:
-                    rec["clip_norm"] = float(fabric.clip_gradients(model, optimizer, max_norm=1e6))
-                    fabric.clip_gradients(model, optimizer, clip_val=1e6)
-                optimizer.step()
+                steps.step()
                 total += loss.detach()
                 count += 1
             losses.append(float(fabric.all_reduce(total / max(count, 1), reduce_op="mean")))
+        if caps.gradient_sync == "periodic":
+            # End on a sync point, where the replicas must agree (and the checkpoint holds them).
+            x, y, _ = next(iter(loader))
+            while steps.count % (caps.sync_every or 1):
+                optimizer.zero_grad()
+                fabric.backward(loss_of(model, x, y), model=model)
+                steps.step()
+        rec["steps"] = steps.count
         rec["epoch_losses"] = losses
         rec["params"] = flat_params(model.module)
 
@@ -301,6 +368,51 @@ def phase_train(args: argparse.Namespace, report: Report) -> None:
         rec["leftovers"] = sorted(
             n for n in os.listdir(args.out) if n.startswith(".checkpoint") or (n.startswith("checkpoint") and n != "checkpoint")
         )
+
+
+def _gradient_sections(fabric: Any, report: Report, model: Any, optimizer: Any, steps: Steps, world: int, rank: int, averaged: bool) -> None:
+    """One step, then one accumulated step, each against a reference SGD. ``averaged``: the
+    reference gradient is the mean of every rank's (gradient_sync="every_step"); otherwise this
+    rank's own (gradient_sync="never")."""
+
+    def expected(local: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(local).mean(0) if averaged else local[rank]
+
+    with report.section("gradients") as rec:
+        p0 = flat_params(model.module)
+        reference = make_model(SEED)
+        load_flat(reference, p0)
+        ref_optimizer = torch.optim.SGD(reference.parameters(), lr=LR, momentum=MOMENTUM)
+        local = local_grads(reference, 0, world)
+        optimizer.zero_grad()
+        x, y = batch(0, rank)
+        fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
+        rec["params_before"] = p0
+        rec["grads"] = flat_grads(model.module)
+        rec["local_grad"] = local[rank].tolist()
+        rec["expected_grad"] = expected(local).tolist()
+        steps.step()
+        _reference_step(reference, ref_optimizer, expected(local))
+        rec["params_after"] = flat_params(model.module)
+        rec["reference_after"] = torch.cat([p.detach().reshape(-1) for p in reference.parameters()]).tolist()
+
+    with report.section("no_backward_sync") as rec:
+        load_flat(reference, flat_params(model.module))  # follow the strategy's own trajectory
+        local_a = local_grads(reference, 1, world)
+        local_b = local_grads(reference, 2, world)
+        optimizer.zero_grad()
+        with fabric.no_backward_sync(model, enabled=True):
+            x, y = batch(1, rank)
+            fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
+        rec["grads_inside"] = flat_grads(model.module)
+        rec["local_grad_inside"] = local_a[rank].tolist()
+        with fabric.no_backward_sync(model, enabled=False):
+            x, y = batch(2, rank)
+            fabric.backward(loss_of(model, fabric.to_device(x), fabric.to_device(y)), model=model)
+        steps.step()
+        _reference_step(reference, ref_optimizer, expected(local_a) + expected(local_b))
+        rec["params_after"] = flat_params(model.module)
+        rec["reference_after"] = torch.cat([p.detach().reshape(-1) for p in reference.parameters()]).tolist()
 
 
 def phase_load(args: argparse.Namespace, report: Report) -> None:
@@ -344,10 +456,9 @@ def _reference_step(reference: nn.Module, optimizer: torch.optim.Optimizer, flat
     optimizer.zero_grad()
 
 
-def full_device(module: nn.Module) -> torch.device:
-    p = next(module.parameters())
-    local = p.to_local() if hasattr(p, "to_local") else p
-    return local.device
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor (the local shard of a DTensor)."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _process_group_exists() -> bool:
@@ -370,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--devices-from-launcher", action="store_true", help="leave devices to `weft run`/torchrun")
+    parser.add_argument("--strategy-options", default=None, help="JSON object: keyword arguments for the strategy's factory")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
