@@ -578,7 +578,9 @@ def weft_strategy_backward(fabric: Fabric, tensor: torch.Tensor, module: torch.n
     :param fabric: the calling Fabric.
     :param tensor: the (possibly scaled) loss.
     :param module: the wrapped module the loss came from, when known.
-    :returns: nothing (return ``True`` to mark the call handled).
+    :returns: ``True`` when it ran backward. ``None`` means "not handled", as for every hook:
+        weft then runs ``tensor.backward()`` itself, so an implementation that ran backward and
+        returned ``None`` would run it twice.
 
     Example::
 

@@ -43,6 +43,10 @@ class _MetaAccelerator:
         return True
 
     @hookimpl
+    def weft_accelerator_device_count(self):
+        return 1
+
+    @hookimpl
     def weft_accelerator_parse_devices(self, devices):
         return [0]
 
