@@ -57,7 +57,9 @@ def test_an_exiting_rank_ends_the_job_quickly(exits, launcher, mode):
     assert r["ranks_started"] == 2 and r["ranks_left_running"] == 0, _details(r)
     # The meeting at exit waits at most 10 s for ranks that are still running; then the job ends.
     assert r["seconds_after_exit"] is not None and r["seconds_after_exit"] <= 30, _details(r)
-    assert r["seconds"] <= 60, _details(r)
+    # The whole job (start-up included, slow on a loaded machine) stays far below the 600 s a rank
+    # waiting out the collective timeout would take; the bound above is the one that matters.
+    assert r["seconds"] <= 150, _details(r)
     assert "trained on without rank 1" not in r["output"], _details(r)
 
 
