@@ -64,7 +64,7 @@ def _create_static_handler(params: Any) -> Any:
     import torch.distributed as dist
     from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous, create_rdzv_handler
 
-    from weft.distributed import _is_loopback, _loopback_listener
+    from weft.process_group import _is_loopback, _loopback_listener
 
     class WeftStaticRendezvous(StaticTCPRendezvous):
         def get_backend(self) -> str:

@@ -182,9 +182,9 @@ def describe_peer_exits(store: Any = None, rank: int | None = None, world_size: 
     the store of the process group weft created.
     """
     if store is None:
-        from weft import distributed
+        from weft import process_group
 
-        group = distributed._group
+        group = process_group._group
         if group is None or group.store is None:
             return None
         store, rank, world_size = group.store, group.rank, group.world_size

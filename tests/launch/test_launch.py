@@ -150,7 +150,7 @@ def test_single_node_stores_listen_on_loopback_only():
 
     from torch.distributed.elastic.rendezvous import RendezvousParameters
 
-    from weft.distributed import _create_store
+    from weft.process_group import _create_store
     from weft.launch import RDZV_BACKEND, _create_static_handler
 
     port = free_port()

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
+import weft.collective_settings as collective_settings
 import weft.distributed as wdist
+import weft.process_group as process_group
 import weft.transport as transport
 from weft import registry
 from weft.errors import ConfigurationError
@@ -551,7 +553,7 @@ def test_broken_variant_lets_bad_timeouts_through(monkeypatch):
 
     for variable in (wdist.INIT_TIMEOUT_ENV, wdist.COLLECTIVE_TIMEOUT_ENV):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(wdist, "_seconds", _old_seconds)
+    monkeypatch.setattr(process_group, "_seconds", _old_seconds)  # where init_process_group looks it up
 
     def old_ddp_strategy(argument, value):  # the validator DDPStrategy had, on the same values
         old_check(None, type("Field", (), {"name": argument}), value)
@@ -576,10 +578,10 @@ def test_collective_timeout_for_plugins(monkeypatch):
 
 def test_good_timeouts_are_accepted(monkeypatch):
     monkeypatch.setenv(wdist.COLLECTIVE_TIMEOUT_ENV, "2.5")
-    assert wdist._seconds(None, wdist.COLLECTIVE_TIMEOUT_ENV, wdist.DEFAULT_COLLECTIVE_TIMEOUT) == datetime.timedelta(seconds=2.5)
-    assert wdist._seconds(3, "", wdist.DEFAULT_COLLECTIVE_TIMEOUT) == datetime.timedelta(seconds=3)
+    assert collective_settings._seconds(None, wdist.COLLECTIVE_TIMEOUT_ENV, wdist.DEFAULT_COLLECTIVE_TIMEOUT) == datetime.timedelta(seconds=2.5)
+    assert collective_settings._seconds(3, "", wdist.DEFAULT_COLLECTIVE_TIMEOUT) == datetime.timedelta(seconds=3)
     monkeypatch.setenv(wdist.COLLECTIVE_TIMEOUT_ENV, "")
-    assert wdist._seconds(None, wdist.COLLECTIVE_TIMEOUT_ENV, wdist.DEFAULT_COLLECTIVE_TIMEOUT) == wdist.DEFAULT_COLLECTIVE_TIMEOUT
+    assert collective_settings._seconds(None, wdist.COLLECTIVE_TIMEOUT_ENV, wdist.DEFAULT_COLLECTIVE_TIMEOUT) == wdist.DEFAULT_COLLECTIVE_TIMEOUT
 
 
 @pytest.mark.timeout(120)

@@ -22,11 +22,11 @@ import time
 
 import torch
 
-import weft.distributed
+import weft.collectives
 from weft import Fabric
 
 if os.environ.get("WEFT_TEST_BREAK") == "collective_check":
-    weft.distributed._check_same_call = lambda *args, **kwargs: None
+    weft.collectives._check_same_call = lambda *args, **kwargs: None
 
 
 def call(fabric: Fabric, case: str):
@@ -58,8 +58,8 @@ def call(fabric: Fabric, case: str):
 def bench(fabric: Fabric, calls: int) -> None:
     x = torch.ones(1)
     timings = {}
-    for label, check in (("on", weft.distributed._check_same_call), ("off", lambda *a, **k: None)) * 2:
-        weft.distributed._check_same_call = check
+    for label, check in (("on", weft.collectives._check_same_call), ("off", lambda *a, **k: None)) * 2:
+        weft.collectives._check_same_call = check
         fabric.barrier()
         start = time.perf_counter()
         for _ in range(calls):

@@ -40,15 +40,16 @@ from torch import nn
 import weft.distributed
 import weft.launch
 import weft.lifecycle
+import weft.process_group
 from weft import Fabric
 
 
 def _old_destroy_process_group(drain_timeout: float = 10.0) -> None:
     """weft 0.2's teardown: a gloo barrier that a rank still training never joins, then destroy."""
-    group, weft.distributed._group = weft.distributed._group, None
+    group, weft.process_group._group = weft.process_group._group, None
     if not dist.is_initialized():
         return
-    if group is not None and group.world_size > 1 and not weft.distributed._uncaught_exception:
+    if group is not None and group.world_size > 1 and not weft.process_group._uncaught_exception:
         try:
             work = dist.barrier(async_op=True)
             work.wait(datetime.timedelta(seconds=drain_timeout))

@@ -17,11 +17,11 @@ import time
 
 import torch
 
-import weft.distributed
+import weft.process_group
 from weft import Fabric
 
 if os.environ.get("WEFT_TEST_BREAK") == "loopback":
-    weft.distributed.choose_transport_interface = lambda *args, **kwargs: None
+    weft.process_group.choose_transport_interface = lambda *args, **kwargs: None
 
 
 def work(fabric: Fabric) -> None:
