@@ -155,7 +155,7 @@ def _env(args: argparse.Namespace) -> int:
                 if record.distribution:
                     plugins[record.distribution] = record.version
     info["plugins"] = plugins
-    from weft.fabric import _available
+    from weft.selection import _available
 
     info["accelerators_available"] = [n for n in registry.names("accelerators") if _available(n)]
     if args.json:

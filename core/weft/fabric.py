@@ -3,13 +3,17 @@
 ``Fabric(strategy="fsdp")`` asks the registry for the plugins named, registers
 them with a pluggy plugin manager and from then on reaches them only through
 the hooks in :mod:`weft.hookspecs`.
+
+Its helpers live in modules of their own: choosing the plugins (:mod:`weft.selection`), the
+launchers' flags as defaults (:mod:`weft.cli_defaults`), argument checks
+(:mod:`weft.argument_checks`), checkpoint paths (:mod:`weft.checkpoint_paths`) and what the
+collectives accept (:mod:`weft.collective_inputs`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import inspect
 import os
 import sys
 from typing import Any, Callable, ContextManager, Iterator, Mapping
@@ -20,31 +24,51 @@ from torch import nn
 
 from weft import callbacks as callback_calls
 from weft import contract, hookspecs, registry
+from weft.argument_checks import (
+    _backward_problem,
+    _check_callbacks,
+    _check_clip_value,
+    _check_group,
+    _check_launch_function,
+    _check_module,
+    _check_optimizer,
+    _check_save_filter,
+    _check_types,
+)
 from weft.checkpoint import PRECISION_KEY, STRATEGY_KEY, check_restorable
+from weft.checkpoint_paths import _check_not_empty, _check_path, _write_error
+from weft.cli_defaults import (  # CLI_ENV, CLI_STRATEGY_OPTIONS: also importable from here, as before
+    CLI_ENV,
+    CLI_STRATEGY_OPTIONS,
+    _apply_cli_defaults,
+    _cli_strategy_options,
+    _Default,
+    _DefaultInt,
+    _lightning_cli_used,
+    _naming_cli_sources,
+)
 from weft.clipping import check_finite_norm
+from weft.collective_inputs import _numbers_to_tensors, _reduce_op_name
 from weft.errors import (
-    BackwardError,
-    CheckpointEmptyError,
     CheckpointError,
     CheckpointNotFoundError,
-    CheckpointPathIsDirectoryError,
-    CheckpointPathIsFileError,
-    CheckpointPathNotDirectoryError,
-    CheckpointPathTypeError,
-    CheckpointPermissionError,
-    CheckpointWriteError,
     ConfigurationError,
     ConfigurationTypeError,
     LogDictTypeError,
-    LossTypeError,
     MisuseError,
     MisuseTypeError,
     MisuseValueError,
-    ModuleTypeError,
     NoLoggerError,
     OptimizerTypeError,
-    ReduceOpError,
     WeftError,
+)
+from weft.selection import (
+    _detect_environment,
+    _launching_strategies_hint,
+    _new_plugin_manager,
+    _pick_accelerator,
+    _plugin_or_create,
+    _sort_plugins,
 )
 from weft.utilities.apply import apply_to_tensors, move_to_device
 from weft.utilities.rng import RNGState
@@ -59,102 +83,7 @@ from weft.wrappers import (
     unwrap_compiled,
 )
 
-_REDUCE_OPS = ("sum", "mean", "max", "min")
 _LOGGER_HOOKS = tuple(name for name in vars(hookspecs) if name.startswith("weft_logger_"))
-
-
-_WRITE_ERRORS = (
-    (FileExistsError, CheckpointPathIsFileError),
-    (NotADirectoryError, CheckpointPathNotDirectoryError),
-    (IsADirectoryError, CheckpointPathIsDirectoryError),
-    (PermissionError, CheckpointPermissionError),
-)
-
-# Other spellings Lightning accepts for the same reductions.
-_REDUCE_OP_ALIASES = {"avg": "mean"}
-
-
-class _Default(str):
-    """A default string argument: equal to its text, but recognisably 'left unset'."""
-
-
-class _DefaultInt(int):
-    """A default int argument, recognisably 'left unset'."""
-
-
-# `weft run` passes its flags to the script's Fabric through these variables.
-CLI_ENV = {
-    "accelerator": "WEFT_CLI_ACCELERATOR",
-    "strategy": "WEFT_CLI_STRATEGY",
-    "devices": "WEFT_CLI_DEVICES",
-    "num_nodes": "WEFT_CLI_NUM_NODES",
-    "precision": "WEFT_CLI_PRECISION",
-}
-# `weft run --strategy-option KEY=VALUE` (repeatable): a JSON object of keyword arguments for the
-# strategy the script creates by name.
-CLI_STRATEGY_OPTIONS = "WEFT_CLI_STRATEGY_OPTIONS"
-# Lightning's launcher (`fabric run`, formerly `lightning run model`) passes its flags through these,
-# so a script written for it keeps them under weft. It always sets devices and num_nodes (default 1)
-# and marks the processes it started with LT_CLI_USED=1.
-LIGHTNING_CLI_ENV = {
-    "accelerator": "LT_ACCELERATOR",
-    "strategy": "LT_STRATEGY",
-    "devices": "LT_DEVICES",
-    "num_nodes": "LT_NUM_NODES",
-    "precision": "LT_PRECISION",
-}
-LIGHTNING_CLI_USED = "LT_CLI_USED"
-# An argument still holding one of these was left to the command line (Lightning's defaults, so an
-# explicit devices="auto" defers to `--devices` as it does there; precision=None is the default).
-_LEFT_UNSET = {"accelerator": "auto", "strategy": "auto", "devices": "auto", "num_nodes": "1", "precision": "None"}
-
-
-def _hook_names(plugin: Any) -> set[str]:
-    """The weft hooks a plugin object implements (methods marked with ``@weft.hookimpl``)."""
-    cls = type(plugin)
-    return {a for a in dir(cls) if a.startswith("weft_") and hasattr(getattr(cls, a, None), "weft_impl")}
-
-
-def _plugin_kinds(plugin: Any) -> set[str]:
-    """Which kinds a plugin object serves, read off the hooks it implements."""
-    kinds = {name.split("_")[1] for name in _hook_names(plugin)}
-    return kinds & {"accelerator", "precision", "strategy", "environment"}
-
-
-def _sort_plugins(plugins: Any) -> tuple[dict[str, Any], list[Any]]:
-    """Split ``plugins=`` into one plugin per kind and extras that span kinds or none."""
-    given = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-    by_kind: dict[str, Any] = {}
-    extras = []
-    for plugin in given:
-        kinds = _plugin_kinds(plugin)
-        if len(kinds) == 1:
-            (kind,) = kinds
-            if kind in by_kind:
-                raise ConfigurationError(f"plugins= holds two {kind} plugins: {by_kind[kind]!r} and {plugin!r}")
-            by_kind[kind] = plugin
-        elif not _hook_names(plugin):
-            raise ConfigurationTypeError(
-                f"plugins= holds {plugin!r}, which implements no weft hook: pass accelerator, strategy, "
-                "precision or cluster environment plugins, or objects with @weft.hookimpl methods"
-            )
-        else:
-            extras.append(plugin)
-    return by_kind, extras
-
-
-def _new_plugin_manager(plugins: dict[str, Any]) -> pluggy.PluginManager:
-    """A plugin manager with weft's hook specifications and ``plugins`` (name -> object) registered,
-    each checked against the hook contract of the kind its name says (see :mod:`weft.contract`)."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    for name, plugin in plugins.items():
-        contract.register(pm, plugin, name, _KIND_OF_NAME.get(name.partition("-")[0]))
-    return pm
-
-
-# The names plugins are registered under -> the kind whose required hooks they must implement.
-_KIND_OF_NAME = {kind: kind for kind in ("accelerator", "environment", "precision", "strategy")} | {"logger": "logger"}
 
 
 def _resolve(caller: Any) -> Callable[..., Any] | None:
@@ -1258,414 +1187,3 @@ def _is_lightning_module(module: Any) -> bool:
     """A Lightning ``LightningModule``, recognised as Lightning Fabric does (it has ``_fabric``),
     so weft never imports Lightning."""
     return hasattr(module, "_fabric")
-
-
-# ---------------------------------------------------------------------- argument checks
-
-
-def _lightning_cli_used() -> bool:
-    """Whether Lightning's `fabric run` started this process (it sets LT_CLI_USED=1)."""
-    return os.environ.get(LIGHTNING_CLI_USED, "0").strip() not in ("", "0")
-
-
-def _cli_flags(arg: str) -> list[tuple[str, str]]:
-    """The launchers' values for one argument: ``[(the flag as typed, value)]``."""
-    flag = arg.replace("_", "-")
-    found = []
-    if os.environ.get(CLI_ENV[arg]) is not None:
-        found.append((f"weft run --{flag} {os.environ[CLI_ENV[arg]]}", os.environ[CLI_ENV[arg]]))
-    if os.environ.get(LIGHTNING_CLI_ENV[arg]) is not None:
-        found.append((f"fabric run --{flag} {os.environ[LIGHTNING_CLI_ENV[arg]]}", os.environ[LIGHTNING_CLI_ENV[arg]]))
-    return found
-
-
-def _apply_cli_defaults(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
-    """Take the launcher's flags (`weft run`'s, or Lightning's `fabric run`'s) as defaults.
-
-    As in Lightning: an argument the script left at its default takes the flag; an explicit,
-    different one is an error. (Lightning lets LT_* variables silently override the script when
-    LT_CLI_USED is not set; weft reports that conflict too.)
-
-    :returns: the arguments, and for each one taken from a launcher its value and where it came
-        from (``("lots", "WEFT_CLI_DEVICES='lots', set by `weft run --devices lots`")``).
-    """
-    out = dict(given)
-    sources: dict[str, tuple[str, str]] = {}
-    for arg in CLI_ENV:
-        flags = _cli_flags(arg)
-        if not flags:
-            continue
-        if len({value for _, value in flags}) > 1:
-            raise ConfigurationError(f"`{flags[0][0]}` and `{flags[1][0]}` disagree; set {arg} through one launcher only")
-        typed, cli = flags[0]
-        value = given[arg]
-        if isinstance(value, (_Default, _DefaultInt)) or (not _plugin_kinds(value) and str(value) == _LEFT_UNSET[arg]):
-            if arg == "num_nodes":
-                try:
-                    cli = int(cli)
-                except ValueError:
-                    raise ConfigurationError(f"`{typed}`: the number of nodes must be an integer") from None
-            out[arg] = cli
-            env = CLI_ENV[arg] if typed.startswith("weft run") else LIGHTNING_CLI_ENV[arg]
-            sources[arg] = (os.environ[env], f"{env}={os.environ[env]!r}, set by `{typed}`")
-            continue
-        shown = getattr(value, "name", value)
-        if str(shown) != cli:
-            default = (
-                " (`fabric run` passes --devices and --num-nodes even when they are not typed; both default to 1)"
-                if typed.startswith("fabric run") and arg in ("devices", "num_nodes")
-                else ""
-            )
-            raise ConfigurationError(
-                f"`{typed}` conflicts with Fabric({arg}={value!r}) in the script{default}. Remove one of them "
-                "(the command line only fills arguments the script leaves unset)."
-            )
-    return out, sources
-
-
-@contextlib.contextmanager
-def _naming_cli_sources(sources: dict[str, tuple[str, str]]) -> Iterator[None]:
-    """Re-raise a configuration error about a launcher-supplied value with the variable it came from."""
-    try:
-        yield
-    except ConfigurationError as exc:
-        named = [where for value, where in sources.values() if value in str(exc)]
-        if not named or not exc.args or not isinstance(exc.args[0], str):
-            raise
-        raise type(exc)(f"{exc.args[0]} (the value comes from {'; '.join(named)})") from exc
-
-
-def _check_types(accelerator: Any, strategy: Any, devices: Any, num_nodes: Any, precision: Any, plugins: Any) -> None:
-    for name, value in (("accelerator", accelerator), ("strategy", strategy)):
-        if not isinstance(value, str) and not _plugin_kinds(value):
-            raise ConfigurationError(f"{name}={value!r}: pass a name (str) or a weft {name} plugin object")
-    if isinstance(precision, bool) or not isinstance(precision, (str, int)) and not _plugin_kinds(precision):
-        raise ConfigurationError(f"precision={precision!r}: pass a name such as '32-true' or 'bf16-mixed', or a precision plugin")
-    # Wrong types are TypeErrors (as Lightning raises them), wrong values ValueErrors.
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int):
-        raise ConfigurationTypeError(f"num_nodes={num_nodes!r} must be a positive int")
-    if num_nodes < 1:
-        raise ConfigurationError(f"num_nodes={num_nodes!r} must be a positive int")
-    if isinstance(devices, (bool, float)) or not isinstance(devices, (int, str, list, tuple)):
-        raise ConfigurationTypeError(f"devices={devices!r}: pass an int, -1 for all, 'auto', a list of indices or '0,2'")
-    if plugins is not None and not isinstance(plugins, (list, tuple)) and not _plugin_kinds(plugins):
-        raise ConfigurationTypeError(f"plugins={plugins!r}: pass a plugin object or a list of them")
-    for name, value in (("accelerator", accelerator), ("strategy", strategy), ("precision", precision)):
-        kinds = set() if isinstance(value, (str, int)) else _plugin_kinds(value)
-        if kinds and name not in kinds:
-            # e.g. a precision plugin passed as strategy=: registered as the strategy, its hooks
-            # would run twice and no strategy would be chosen.
-            (kind, *_) = sorted(kinds)
-            raise ConfigurationTypeError(
-                f"{name}={value!r:.80} is not a {name} plugin (it implements the {' and '.join(sorted(kinds))} hooks): "
-                f"pass it as {kind}=... (or in plugins=[...]), and give {name}= a name or a {name} plugin"
-            )
-
-
-_PLAIN_VALUES = (str, bytes, int, float, complex, bool, type(None))
-
-
-def _check_callbacks(callbacks: Any) -> None:
-    """Callbacks are objects whose methods ``fabric.call`` runs: refuse plain values and classes,
-    which have no such methods (or only unbound ones) and would be skipped or fail at the first call."""
-    given = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-    for callback in given if callbacks is not None else []:
-        if isinstance(callback, type):
-            raise ConfigurationTypeError(
-                f"callbacks= holds the class {callback.__name__}, not an object: pass an instance, e.g. {callback.__name__}()"
-            )
-        if isinstance(callback, _PLAIN_VALUES):
-            raise ConfigurationTypeError(
-                f"callbacks= holds {callback!r:.60} ({type(callback).__name__}): pass objects whose methods "
-                "fabric.call(name, ...) runs by name, or a list of them"
-            )
-
-
-def _an_instance(value: Any, base: type) -> str:
-    """A hint for a class passed where an instance of ``base`` belongs."""
-    if isinstance(value, type) and issubclass(value, base):
-        return f" (the class {value.__name__} itself: pass an instance, e.g. {value.__name__}(...))"
-    return ""
-
-
-def _check_module(module: Any, what: str) -> None:
-    if isinstance(module, _FabricModule):
-        raise MisuseValueError(f"{what}(): this model was already set up by fabric.setup(); pass each model once")
-    if not isinstance(module, nn.Module):
-        raise ModuleTypeError(f"{what}() takes a torch.nn.Module first, got {type(module).__name__}{_an_instance(module, nn.Module)}")
-
-
-def _check_optimizer(optimizer: Any) -> None:
-    if isinstance(optimizer, _FabricOptimizer):
-        raise MisuseValueError("this optimizer was already set up by fabric.setup(); pass each optimizer once")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise MisuseTypeError(
-            f"expected a torch.optim.Optimizer, got {type(optimizer).__name__}{_an_instance(optimizer, torch.optim.Optimizer)}"
-        )
-
-
-def _check_clip_value(name: str, value: Any) -> float:
-    """``value`` as a float, refused when it is not a number, NaN, or negative (``norm_type`` aside).
-
-    torch does not check them: a negative ``max_norm`` flips every gradient's sign, a negative
-    ``clip_val`` sets every gradient to it, NaN makes every gradient NaN.
-    """
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"clip_gradients({name}={value!r:.60}) must be a number") from None
-    if number != number or (name != "norm_type" and number < 0):
-        what = "a number of at least 0" if name != "norm_type" else "a number (or 'inf')"
-        raise ConfigurationError(f"clip_gradients({name}={value!r}) must be {what}; torch would apply it unchecked")
-    return number
-
-
-def _backward_problem(tensor: Any, exc: Exception) -> Exception | None:
-    """A weft error explaining why ``fabric.backward(tensor)`` failed with ``exc``, or ``None``
-    when the failure is not one of the usual mistakes (it then propagates as it is)."""
-    if not isinstance(tensor, torch.Tensor):
-        return LossTypeError(
-            f"fabric.backward() takes the loss tensor, got {type(tensor).__name__} ({tensor!r:.60}): pass the tensor the "
-            "model's output was reduced to (not loss.item())"
-        )
-    text = str(exc)
-    if "does not require grad" in text:
-        return BackwardError(
-            f"fabric.backward(loss): the loss (shape {tuple(tensor.shape)}) does not require grad, so there is nothing to "
-            "differentiate. Compute it from the output of a model whose parameters require grad, outside torch.no_grad() "
-            "and without .detach()."
-        )
-    if "only for scalar outputs" in text:
-        return BackwardError(
-            f"fabric.backward(loss): the loss has shape {tuple(tensor.shape)} ({tensor.numel()} elements); backward needs "
-            "one number. Reduce it (e.g. loss.mean()), or pass gradient=... of the same shape."
-        )
-    if "backward through the graph a second time" in text:
-        return BackwardError(
-            "fabric.backward(loss): this loss's graph was already freed by an earlier backward. Compute the loss anew, "
-            "or pass retain_graph=True to the first fabric.backward."
-        )
-    return None
-
-
-def _check_launch_function(function: Any) -> None:
-    """What Lightning checks of ``launch(function)``: callable, and able to receive the Fabric."""
-    if not callable(function):
-        raise MisuseTypeError(
-            f"fabric.launch() takes a function, got {type(function).__name__} ({function!r:.60}). "
-            "Pass the function itself: fabric.launch(train), not fabric.launch(train())."
-        )
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):  # no signature to read (some builtins): let the call decide
-        return
-    if not parameters:
-        raise MisuseTypeError(
-            f"fabric.launch({getattr(function, '__name__', function)!r}): the function takes no argument, but it is "
-            "called with the Fabric first: def train(fabric, ...)."
-        )
-
-
-def _check_path(path: Any, what: str) -> None:
-    """A checkpoint path must be a str or ``os.PathLike`` (``None`` is refused as Lightning does:
-    a ``FileNotFoundError``, here also a ``TypeError``)."""
-    if isinstance(path, (str, os.PathLike)) and not isinstance(path, bytes):
-        return
-    raise CheckpointPathTypeError(
-        f"{what}(path={path!r:.60}): the checkpoint path must be a str or os.PathLike (e.g. 'checkpoints/last.ckpt'), "
-        f"got {type(path).__name__}"
-    )
-
-
-def _check_not_empty(path: str | os.PathLike) -> None:
-    """An empty file is no checkpoint: say so, rather than torch's bare ``EOFError``."""
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise CheckpointEmptyError(
-            f"{os.fspath(path)!r} is empty (0 bytes), not a checkpoint: it was created but never written (fabric.save "
-            "writes aside and renames, so it did not come from there). Load another checkpoint."
-        )
-
-
-def _write_error(exc: OSError, path: Any) -> CheckpointWriteError:
-    """The weft error for an ``OSError`` met while writing the checkpoint at ``path``."""
-    cls = next((weft for builtin, weft in _WRITE_ERRORS if isinstance(exc, builtin)), CheckpointWriteError)
-    if isinstance(exc, FileExistsError | NotADirectoryError):
-        cause = "a folder on the way to it is a file"
-    elif isinstance(exc, IsADirectoryError):
-        cause = "it is a folder, and this strategy writes a single file; save to a file name in it"
-    elif isinstance(exc, PermissionError):
-        cause = "this process may not write there"
-    else:
-        cause = "the file system refused"
-    return cls(f"Cannot write the checkpoint {os.fspath(path)!r}: {cause} ({exc}). Choose another path.")
-
-
-def _check_save_filter(filter: Any, state: dict[str, Any]) -> None:
-    if filter is None:
-        return
-    if not isinstance(filter, dict):
-        raise MisuseTypeError(f"save(filter=...) takes a dict {{state key: keep(name, value)}}, got {type(filter).__name__}")
-    unknown = sorted(map(str, set(filter) - set(state)))
-    if unknown:
-        raise MisuseValueError(f"save(filter=...) has key(s) {unknown} that are not in the state {sorted(map(str, state))}")
-    for key, keep in filter.items():
-        if not callable(keep):
-            raise MisuseTypeError(f"save(filter={{{key!r}: ...}}) must map to a function keep(name, value), got {keep!r:.60}")
-
-
-def _reduce_op_name(reduce_op: Any) -> str:
-    """weft's name for a reduction given as Lightning accepts it: a string (any case) or a ReduceOp."""
-    name = reduce_op
-    if not isinstance(reduce_op, str):
-        # torch.distributed.ReduceOp.SUM has a name; a ReduceOp(...) object holds one in .op
-        name = getattr(reduce_op, "name", None) or getattr(getattr(reduce_op, "op", None), "name", None)
-    key = str(name).lower() if isinstance(name, str) else None
-    key = _REDUCE_OP_ALIASES.get(key, key)
-    if key not in _REDUCE_OPS:
-        raise ReduceOpError(
-            f"reduce_op={reduce_op!r} is not a reduction weft performs: use one of {', '.join(_REDUCE_OPS)} "
-            "('avg' is 'mean'), or torch.distributed.ReduceOp.SUM/AVG/MAX/MIN"
-        )
-    return key
-
-
-def _check_group(group: Any, what: str) -> None:
-    """weft's collectives span all processes; refuse a sub-group rather than ignore it."""
-    if group is None:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and group is dist.group.WORLD:
-        return
-    raise MisuseValueError(
-        f"{what}(group={group!r}): weft's {what} spans all processes and cannot use a sub-group. Leave group out, or "
-        f"call torch.distributed.{what}(..., group=...) yourself for that group."
-    )
-
-
-# As Lightning converts numbers before a collective (bool as uint8: NCCL refuses torch.bool).
-_NUMBER_DTYPES = ((bool, torch.uint8), (int, torch.int32), (float, torch.float32))
-
-
-def _numbers_to_tensors(data: Any) -> Any:
-    """``data`` with every Python number (and NumPy array) inside it turned into a tensor."""
-    for kind, dtype in _NUMBER_DTYPES:
-        if isinstance(data, kind):
-            return torch.tensor(data, dtype=dtype)
-    numpy = sys.modules.get("numpy")  # an array can only exist if NumPy is imported already
-    if numpy is not None and isinstance(data, numpy.ndarray):
-        return torch.from_numpy(data)
-    if isinstance(data, dict):
-        converted = {k: _numbers_to_tensors(v) for k, v in data.items()}
-        return converted if type(data) is dict else type(data)(converted)
-    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
-        return type(data)(*(_numbers_to_tensors(v) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(_numbers_to_tensors(v) for v in data)
-    return data
-
-
-# ---------------------------------------------------------------------- plugin selection
-
-
-def _plugin_or_create(kind: str, value: Any, options: dict[str, Any] | None = None) -> Any:
-    """The plugin named ``value`` (created with ``options`` as keyword arguments), or ``value``
-    itself when it is a plugin object already."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        from weft.compat import incompatibility
-
-        problem = incompatibility(registry.find(kind, str(value)))
-        if problem:
-            raise ConfigurationError(f"{kind[:-1] if kind != 'strategies' else 'strategy'} {str(value)!r}: {problem}")
-        return registry.create(kind, str(value), options)
-    return value
-
-
-def _cli_strategy_options(strategy: Any) -> dict[str, Any]:
-    """The options ``weft run --strategy-option KEY=VALUE`` passed (through
-    :data:`CLI_STRATEGY_OPTIONS`) for the strategy the script creates by name."""
-    text = os.environ.get(CLI_STRATEGY_OPTIONS)
-    if not text:
-        return {}
-    import json
-
-    try:
-        options = json.loads(text)
-    except ValueError:
-        options = None
-    if not isinstance(options, dict):
-        raise ConfigurationError(
-            f"{CLI_STRATEGY_OPTIONS}={text!r} is not a JSON object of options; `weft run --strategy-option KEY=VALUE` "
-            "sets it. Unset the variable or pass the options through weft run."
-        )
-    if options and not isinstance(strategy, str):
-        raise ConfigurationError(
-            f"`weft run --strategy-option` gives options {options} ({CLI_STRATEGY_OPTIONS}), but the script passes the "
-            f"strategy object {strategy!r:.80}, which is already built: set them on that object, or let the script "
-            "select the strategy by name (Fabric(strategy=NAME) or --strategy NAME)."
-        )
-    return options
-
-
-def _launching_strategies_hint() -> str:
-    """Which installed strategies start their own processes (their capabilities say
-    ``launches_processes``), for a message about a strategy that cannot."""
-    from weft import strategy_choice
-
-    names = strategy_choice.launching(strategy_choice.scan()[0])
-    if not names:
-        return "No installed strategy starts processes itself (none declares launches_processes)"
-    return f"Use a strategy that starts them: {', '.join(repr(n) for n in names)}"
-
-
-def _hooks_of(plugin: Any) -> Any:
-    """The hooks of one plugin alone, to ask it something before the Fabric's manager exists."""
-    return _new_plugin_manager({"plugin": plugin}).hook
-
-
-def _pick_accelerator(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if value != "auto":
-        plugin = registry.create("accelerators", value)
-        if not _hooks_of(plugin).weft_accelerator_is_available():
-            available = [n for n in registry.names("accelerators") if _available(n)]
-            raise ConfigurationError(
-                f"accelerator={value!r} is not available on this machine. Available: {', '.join(available)}."
-            )
-        return plugin
-    best, best_priority = None, None
-    for name in registry.names("accelerators"):
-        try:
-            plugin = registry.create("accelerators", name)
-        except Exception:  # noqa: BLE001 - a broken optional accelerator must not break 'auto'
-            continue
-        hooks = _hooks_of(plugin)
-        if not hooks.weft_accelerator_is_available():
-            continue
-        priority = hooks.weft_accelerator_auto_priority() or 0
-        if best_priority is None or priority > best_priority:
-            best, best_priority = plugin, priority
-    if best is None:
-        raise ConfigurationError("accelerator='auto' found no available accelerator")
-    return best
-
-
-def _available(name: str) -> bool:
-    try:
-        plugin = registry.create("accelerators", name)
-    except Exception:  # noqa: BLE001
-        return False
-    return bool(_hooks_of(plugin).weft_accelerator_is_available())
-
-
-def _detect_environment() -> Any:
-    best, best_score = None, None
-    for name in registry.names("environments"):
-        plugin = registry.create("environments", name)
-        score = _hooks_of(plugin).weft_environment_detect()
-        if score is not None and (best_score is None or score > best_score):
-            best, best_score = plugin, score
-    if best is None:
-        raise ConfigurationError("no cluster environment matched this process (is weft installed correctly?)")
-    return best

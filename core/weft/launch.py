@@ -525,7 +525,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _processes_per_node(accelerator: str | None, devices: str | None) -> int:
-    from weft.fabric import _hooks_of, _pick_accelerator
+    from weft.selection import _hooks_of, _pick_accelerator
 
     plugin = _pick_accelerator(accelerator or "auto")
     parsed = _hooks_of(plugin).weft_accelerator_parse_devices(devices="auto" if devices is None else _devices_value(devices))
@@ -545,7 +545,7 @@ def run_command(args: argparse.Namespace) -> int:
     :returns: the exit status: 0, 1 when a worker failed, 128 + N when stopped by signal N.
     :raises ConfigurationError: for flags that cannot work together, before any process starts.
     """
-    from weft.fabric import CLI_ENV, CLI_STRATEGY_OPTIONS
+    from weft.cli_defaults import CLI_ENV, CLI_STRATEGY_OPTIONS
 
     num_nodes = 1 if args.num_nodes is None else args.num_nodes
     if num_nodes < 1:

@@ -7,7 +7,7 @@ import torch
 
 from weft import Fabric, registry
 from weft.errors import ConfigurationError
-from weft.fabric import _hooks_of
+from weft.selection import _hooks_of
 from weft_accelerators import CUDA_PRIORITY, MPS_PRIORITY
 from weft_accelerators.cuda import CUDAAccelerator
 from weft_accelerators.mps import MPSAccelerator

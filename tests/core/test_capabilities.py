@@ -13,7 +13,7 @@ from weft import catalogue, registry, strategy_choice
 from weft.builtins.single_device import SingleDeviceStrategy
 from weft.capabilities import strategy_capabilities
 from weft.errors import ConfigurationError
-from weft.fabric import _hooks_of
+from weft.selection import _hooks_of
 from weft.records import StrategyCapabilities
 
 HAS_DDP = importlib.util.find_spec("weft_ddp") is not None

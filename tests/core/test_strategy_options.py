@@ -20,7 +20,7 @@ from weft import cli, registry
 from weft.builtins.single_device import SingleDeviceStrategy
 from weft.cli import UsageError
 from weft.errors import ConfigurationError
-from weft.fabric import CLI_STRATEGY_OPTIONS
+from weft.cli_defaults import CLI_STRATEGY_OPTIONS
 
 HAS_DDP = importlib.util.find_spec("weft_ddp") is not None
 

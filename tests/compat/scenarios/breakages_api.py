@@ -36,9 +36,9 @@ def numbers_in_default_dtypes():
     """Numbers become torch.tensor's default dtypes (int64, float64 here) instead of Lightning's int32/float32."""
     import torch
 
-    import weft.fabric as f
+    import weft.collective_inputs as inputs
 
-    f._NUMBER_DTYPES = ((bool, torch.uint8), (int, torch.int64), (float, torch.float64))
+    inputs._NUMBER_DTYPES = ((bool, torch.uint8), (int, torch.int64), (float, torch.float64))
 
 
 @breakage
@@ -102,11 +102,13 @@ def backward_needs_a_model():
 @breakage
 def misuse_errors_plain_runtime():
     """Misuse errors are only RuntimeErrors, not also the ValueError/TypeError Lightning raises."""
+    import weft.argument_checks as checks
     import weft.fabric as f
     from weft.errors import MisuseError
 
-    f.MisuseValueError = MisuseError
-    f.MisuseTypeError = MisuseError
+    for module in (f, checks):  # Fabric's methods, and the argument checks they call
+        module.MisuseValueError = MisuseError
+        module.MisuseTypeError = MisuseError
 
 
 @breakage
@@ -157,7 +159,7 @@ def reduce_op_names_strict():
 @breakage
 def lightning_launcher_flags_ignored():
     """Lightning's `fabric run` flags (LT_* variables) are ignored, as before: the script runs with weft's defaults."""
-    import weft.fabric as f
+    import weft.cli_defaults as cli_defaults
 
-    f.LIGHTNING_CLI_ENV = {arg: f"COMPAT_IGNORED_{arg.upper()}" for arg in f.LIGHTNING_CLI_ENV}
-    f.LIGHTNING_CLI_USED = "COMPAT_IGNORED_CLI_USED"
+    cli_defaults.LIGHTNING_CLI_ENV = {arg: f"COMPAT_IGNORED_{arg.upper()}" for arg in cli_defaults.LIGHTNING_CLI_ENV}
+    cli_defaults.LIGHTNING_CLI_USED = "COMPAT_IGNORED_CLI_USED"
