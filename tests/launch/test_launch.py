@@ -151,7 +151,7 @@ def test_single_node_stores_listen_on_loopback_only():
     from torch.distributed.elastic.rendezvous import RendezvousParameters
 
     from weft.process_group import _create_store
-    from weft.launch import RDZV_BACKEND, _create_static_handler
+    from weft.launching.elastic import RDZV_BACKEND, _create_static_handler
 
     port = free_port()
     handler = _create_static_handler(

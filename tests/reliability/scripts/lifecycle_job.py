@@ -39,6 +39,7 @@ from torch import nn
 
 import weft.distributed
 import weft.launch
+import weft.launching.elastic
 import weft.lifecycle
 import weft.process_group
 from weft import Fabric
@@ -78,7 +79,7 @@ if BREAK == "drain":
 elif BREAK == "watchdog":
     weft.lifecycle.watch_launcher = lambda *args, **kwargs: False
 elif BREAK == "signals":
-    weft.launch.run_elastic = _old_run_elastic
+    weft.launching.elastic.run_elastic = _old_run_elastic  # where launch_processes looks it up
 
 
 def step(fabric: Fabric, model: nn.Module) -> None:
