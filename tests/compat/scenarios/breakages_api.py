@@ -146,14 +146,15 @@ def ddp_options_dropped():
 def reduce_op_names_strict():
     """Only weft's four lowercase names: 'avg', 'SUM' and torch.distributed.ReduceOp.SUM are refused."""
     import weft.fabric as f
+    from weft.collective_inputs import _REDUCE_OPS
     from weft.errors import ConfigurationError
 
     def name(reduce_op):
-        if reduce_op not in f._REDUCE_OPS:
-            raise ConfigurationError(f"reduce_op={reduce_op!r} is not one of {', '.join(f._REDUCE_OPS)}")
+        if reduce_op not in _REDUCE_OPS:
+            raise ConfigurationError(f"reduce_op={reduce_op!r} is not one of {', '.join(_REDUCE_OPS)}")
         return reduce_op
 
-    f._reduce_op_name = name
+    f._reduce_op_name = name  # Fabric's methods look it up in weft.fabric
 
 
 @breakage
