@@ -21,7 +21,7 @@ from weft.hookspecs import hookimpl
 from weft.records import StrategyCapabilities
 
 
-class LocalSGDStrategy(WholeGradientClipping):
+class LocalSGDStrategy(distributed.CollectiveHooks, WholeGradientClipping):
     """Data parallel training that averages parameters every ``sync_every`` optimizer steps.
 
     Between syncs each process's gradients are its own, so clipping them locally
@@ -101,25 +101,6 @@ class LocalSGDStrategy(WholeGradientClipping):
         """Replace every replica's parameters by their mean over all processes."""
         for module in self._modules:
             distributed.average_parameters(module)
-
-    # ------------------------------------------------------------------ collectives
-
-    @hookimpl
-    def weft_strategy_all_reduce(self, fabric, tensor, reduce_op):
-        return distributed.all_reduce(tensor, op=reduce_op)
-
-    @hookimpl
-    def weft_strategy_all_gather(self, fabric, tensor, sync_grads):
-        return distributed.all_gather(tensor, sync_grads=sync_grads)
-
-    @hookimpl
-    def weft_strategy_broadcast(self, fabric, obj, src):
-        return [distributed.broadcast_object(obj, src=src)]
-
-    @hookimpl
-    def weft_strategy_barrier(self, fabric, name):
-        distributed.barrier(name)
-        return True
 
     # ------------------------------------------------------------------ checkpoints
 
