@@ -61,4 +61,6 @@ for epoch in range(4):
 result["losses"] = losses
 result["world_size"] = fabric.world_size
 if fabric.is_global_zero:
-    print("RESULT " + json.dumps(result), flush=True)
+    # One write per line: ranks share the pipe, and print() writes the text and its newline apart.
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()

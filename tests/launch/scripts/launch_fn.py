@@ -25,4 +25,6 @@ def work(fabric, offset):
 if __name__ == "__main__":
     fabric = Fabric(accelerator="cpu", devices=2, strategy=sys.argv[1])
     result = fabric.launch(work, 5)
-    print("RESULT " + json.dumps(result), flush=True)
+    # One write per line: ranks share the pipe, and print() writes the text and its newline apart.
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()

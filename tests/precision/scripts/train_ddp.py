@@ -53,7 +53,9 @@ def main(precisions):
             result["overflow"] = overflow_on_one_rank(fabric, model, optimizer)
             result["overflow_all"] = fabric.all_gather(torch.tensor(result["overflow"]["scale_after"])).tolist()
         if fabric.is_global_zero:
-            print("RESULT " + json.dumps(result), flush=True)
+            # One write per line: ranks share the pipe, and print() writes the text and its newline apart.
+            sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":
